@@ -1,0 +1,158 @@
+"""Checkpoints that cannot execute code on load, written atomically.
+
+A checkpoint is one safetensors file: every tensor (model weights, optimiser moments,
+random generator states) under a flat name, and one JSON document in the file's metadata
+for everything else (config, epoch, optimiser hyper-parameters, versions). Loading parses
+the safetensors header and raw tensor bytes only: no pickle, so a planted payload is
+refused rather than run.
+
+Nested state (``optimizer.state_dict()``, a scheduler's) is split by :func:`split_state`
+into a JSON skeleton with ``{"__tensor__": name}`` placeholders plus the tensors, and put
+back together by :func:`join_state`; dict keys keep their types (ints stay ints).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "vaekit-checkpoint-1"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``:
+    a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
+        pass
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ------------------------------------------------------------------ nested state <-> flat
+
+
+def split_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested structure by a placeholder; collect the tensors."""
+    if isinstance(obj, torch.Tensor):
+        name = f"{prefix}"
+        tensors[name] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": name}
+    if isinstance(obj, dict):
+        return {"__dict__": [[k, split_state(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [split_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+
+
+def join_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            try:
+                return tensors[skeleton["__tensor__"]]
+            except KeyError:
+                raise CheckpointError(f"checkpoint lacks tensor {skeleton['__tensor__']!r}") from None
+        if "__dict__" in skeleton:
+            return {k: join_state(v, tensors) for k, v in skeleton["__dict__"]}
+        if "__list__" in skeleton:
+            items = [join_state(v, tensors) for v in skeleton["__list__"]]
+            return tuple(items) if skeleton.get("tuple") else items
+    return skeleton
+
+
+# ------------------------------------------------------------------------ save / load
+
+
+def to_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
+    from safetensors.torch import save
+
+    doc = dict(meta, format=FORMAT)
+    return save({k: v.contiguous() for k, v in tensors.items()},
+                metadata={"vaekit": json.dumps(doc, allow_nan=True)})
+
+
+def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    atomic_write_bytes(path, to_bytes(tensors, meta))
+
+
+def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint; anything that is not a well-formed vaekit safetensors file
+    (a pickle, a truncated file, random bytes) raises :class:`CheckpointError`."""
+    from safetensors.torch import load as st_load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {str(path)!r} is missing; the run directory is "
+                              "incomplete (was training interrupted before its first epoch?)") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {e}") from None
+    bad = (f"{str(path)!r} is not a vaekit checkpoint (corrupt, truncated, or another format; "
+           "vaekit never unpickles files); restore it or retrain")
+    if len(data) < 8:
+        raise CheckpointError(bad)
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise CheckpointError(bad)
+    try:
+        header = json.loads(data[8:8 + n])
+        meta = json.loads(header.get("__metadata__", {}).get("vaekit", "null"))
+        tensors = st_load(data)
+    except Exception:  # safetensors' and json's errors for malformed bytes
+        raise CheckpointError(bad) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(bad)
+    return tensors, meta
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """The random generators training draws from (torch's global CPU and CUDA RNGs)."""
+    states = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            states[f"rng.cuda.{i}"] = s
+    return states
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])

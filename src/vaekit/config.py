@@ -1,0 +1,364 @@
+"""Typed configuration: dataclasses with commented defaults, TOML files, dotted overrides.
+
+A run is configured in one place. The resolution order is
+
+    defaults  <-  preset  <-  --config FILE  <-  --set section.key=value and plain flags
+
+and the result is validated once, before anything runs: unknown keys (with the closest
+valid key suggested), wrong types and values out of range raise :class:`ConfigError`.
+The resolved configuration is written into every run directory as ``config.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    # A built-in dataset name (see `vaekit datasets`) or a path to the user's own data.
+    name: str = "default"
+    # Folder holding a built-in dataset's files; "" means $VAEKIT_DATA_DIR.
+    data_dir: str = ""
+    # "auto" (the dataset's own advice), "none", "dynamic" (x ~ Bernoulli(grey level)
+    # drawn anew each epoch; validation and test binarised once with split_seed) or
+    # "static" (every split binarised once with split_seed).
+    binarize: str = "auto"
+    # "auto", "none" or "standardize" (per feature; its log-Jacobian is added back to
+    # log p(x) so reported likelihoods are in the data's original units).
+    scaling: str = "auto"
+    # Fractions held out when a dataset has no split of its own.
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # Seed of the held-out split and of fixed test-time binarisation.
+    split_seed: int = 0
+    # Use only the first N training examples (0 = all); handy for quick experiments.
+    max_train: int = 0
+
+
+@dataclass
+class ModelConfig:
+    # "mlp" or "conv" (convolutional, for C x H x W images).
+    architecture: str = "mlp"
+    latent_dim: int = 16
+    # Hidden layer widths of the MLP encoder; the decoder mirrors them.
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+    # relu, tanh, elu, gelu, softplus, leaky_relu, silu
+    activation: str = "relu"
+    # Gated units h = a(W1 x) * sigmoid(W2 x) (Dauphin et al. 2017; Tomczak & Welling 2018).
+    gated: bool = False
+    # Channels of the convolutional encoder's stride-2 layers; the decoder mirrors them.
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    # "auto" (the dataset's advice), "bernoulli", "gaussian" (fixed sigma below) or
+    # "gaussian-learned" (sigma output by the decoder, floored at min_sigma).
+    likelihood: str = "auto"
+    sigma: float = 0.1
+    min_sigma: float = 0.001
+    # "normal" N(0, I), "diag-normal" N(0, diag(prior_scales^2)), "mixture" (learnable
+    # mixture of prior_components Gaussians) or "vamp" (VampPrior, prior_components
+    # pseudo-inputs).
+    prior: str = "normal"
+    prior_scales: list[float] = field(default_factory=list)
+    prior_components: int = 10
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    # "none", "cosine" (to zero over all epochs) or "exponential" (times lr_gamma per epoch).
+    lr_schedule: str = "none"
+    lr_gamma: float = 0.99
+    # Weight of the KL term (beta-VAE); 1 is the ELBO.
+    beta: float = 1.0
+    # KL warm-up: beta rises linearly from 0 over this many epochs (Sonderby et al. 2016).
+    warmup_epochs: int = 0
+    # K > 1 trains the importance-weighted bound L_K (Burda et al. 2016).
+    importance_samples: int = 1
+    # Clip the gradient's global norm at this value (0 = off).
+    grad_clip: float = 0.0
+    # Stop after this many epochs without a better validation objective (0 = never).
+    patience: int = 0
+    seed: int = 0
+    # "cpu", "cuda", "mps" or "auto".
+    device: str = "cpu"
+    # CPU threads for torch (0 = torch's default).
+    threads: int = 0
+    # "fp32", "bf16" or "fp16" (autocast on the networks; likelihoods stay in fp32).
+    precision: str = "fp32"
+    # Show a progress bar on a terminal.
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    # Importance samples K for log p(x) at the end of `train` (evaluate has its own flag).
+    importance_samples: int = 100
+    # Memory bound of one importance-sampling chunk, in MiB.
+    chunk_mib: int = 256
+    seed: int = 1234
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "Config":
+        _validate(self)
+        return self
+
+
+# Keys whose values define the shapes of the weights: on resume they come from the run.
+SHAPE_KEYS = (
+    "model.architecture", "model.latent_dim", "model.hidden", "model.gated",
+    "model.conv_channels", "model.likelihood", "model.prior", "model.prior_components",
+)
+
+_CHOICES = {
+    "data.binarize": ("auto", "none", "dynamic", "static"),
+    "data.scaling": ("auto", "none", "standardize"),
+    "model.architecture": ("mlp", "conv"),
+    "model.activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "silu"),
+    "model.likelihood": ("auto", "bernoulli", "gaussian", "gaussian-learned"),
+    "model.prior": ("normal", "diag-normal", "mixture", "vamp"),
+    "train.lr_schedule": ("none", "cosine", "exponential"),
+    "train.device": ("cpu", "cuda", "mps", "auto"),
+    "train.precision": ("fp32", "bf16", "fp16"),
+}
+
+_POSITIVE = (
+    "model.latent_dim", "model.sigma", "model.min_sigma", "model.prior_components",
+    "train.epochs", "train.batch_size", "train.lr", "train.importance_samples",
+    "train.lr_gamma", "eval.importance_samples", "eval.chunk_mib",
+)
+_NON_NEGATIVE = (
+    "train.beta", "train.warmup_epochs", "train.grad_clip", "train.patience",
+    "train.threads", "data.max_train",
+)
+
+
+def _validate(cfg: Config) -> None:
+    flat = flatten(cfg.to_dict())
+    for key, allowed in _CHOICES.items():
+        if flat[key] not in allowed:
+            raise ConfigError(
+                f"{key} = {flat[key]!r} is not one of {', '.join(map(repr, allowed))}"
+            )
+    for key in _POSITIVE:
+        v = flat[key]
+        if not (v > 0 and math.isfinite(v)):
+            raise ConfigError(f"{key} must be a positive number, got {v!r}")
+    for key in _NON_NEGATIVE:
+        v = flat[key]
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"{key} must be zero or positive, got {v!r}")
+    for key in ("data.valid_fraction", "data.test_fraction"):
+        if not 0.0 < flat[key] < 1.0:
+            raise ConfigError(f"{key} must lie strictly between 0 and 1, got {flat[key]!r}")
+    if flat["data.valid_fraction"] + flat["data.test_fraction"] >= 1.0:
+        raise ConfigError("data.valid_fraction + data.test_fraction must be below 1")
+    for key in ("model.hidden", "model.conv_channels"):
+        if any(h <= 0 for h in flat[key]):
+            raise ConfigError(f"{key} must hold positive widths, got {flat[key]!r}")
+    if cfg.model.architecture == "conv" and not cfg.model.conv_channels:
+        raise ConfigError("model.conv_channels must name at least one layer for a conv model")
+    if cfg.model.prior == "diag-normal":
+        scales = cfg.model.prior_scales
+        if len(scales) != cfg.model.latent_dim:
+            raise ConfigError(
+                f"model.prior = 'diag-normal' needs model.prior_scales with latent_dim = "
+                f"{cfg.model.latent_dim} positive values, got {len(scales)}"
+            )
+        if any(not (s > 0 and math.isfinite(s)) for s in scales):
+            raise ConfigError(f"model.prior_scales must all be positive, got {scales!r}")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory().__class__ for f in dataclasses.fields(Config)}
+
+
+def all_keys() -> list[str]:
+    return sorted(flatten(Config().to_dict()))
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    if not close:  # try matching the last part alone, e.g. "latent_dim" -> model.latent_dim
+        tail = key.rsplit(".", 1)[-1]
+        close = [k for k in all_keys() if k.endswith("." + tail)]
+    return f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(all_keys())}"
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against the field's type; ints are accepted where floats are."""
+    origin = typing.get_origin(annotation)
+    if origin in (list,):
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list of {item_type.__name__}, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported config type")  # pragma: no cover
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {annotation!r}")  # pragma: no cover
+
+
+def merge(cfg: Config, updates: dict[str, Any], source: str = "config") -> Config:
+    """Return a copy of ``cfg`` with nested ``updates`` applied and type-checked."""
+    data = cfg.to_dict()
+    sections = _sections()
+    for section, values in updates.items():
+        if section not in sections:
+            raise ConfigError(f"unknown section [{section}] in {source}{_suggest(section)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] in {source} must be a table of keys")
+        hints = typing.get_type_hints(sections[section])
+        for key, value in values.items():
+            dotted = f"{section}.{key}"
+            if key not in hints:
+                raise ConfigError(f"unknown key {dotted!r} in {source}{_suggest(dotted)}")
+            data[section][key] = _coerce(dotted, value, hints[key])
+    return from_dict(data)
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    sections = _sections()
+    return Config(**{name: cls(**data.get(name, {})) for name, cls in sections.items()})
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"model.latent_dim=2"`` -> ``{"model": {"latent_dim": 2}}`` (values parsed as TOML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    if key.count(".") != 1:
+        raise ConfigError(f"--set key must look like section.key, got {key!r}{_suggest(key)}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: take it as a string
+    section, name = key.split(".")
+    return {section: {name: value}}
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {e}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("vaekit") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        close = difflib.get_close_matches(name, preset_names(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown preset {name!r}{hint} (known: {', '.join(preset_names())}; "
+            "see `vaekit presets`)"
+        )
+    text = (resources.files("vaekit") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def preset_description(name: str) -> str:
+    text = (resources.files("vaekit") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
+    first = text.splitlines()[0] if text else ""
+    return first.lstrip("# ").strip()
+
+
+def resolve(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+) -> Config:
+    """Defaults <- preset <- config file <- overrides, validated."""
+    cfg = Config()
+    if preset:
+        cfg = merge(cfg, load_preset(preset), f"preset {preset!r}")
+    if config_file:
+        cfg = merge(cfg, load_toml(config_file), str(config_file))
+    for update in overrides or []:
+        cfg = merge(cfg, update, "command-line options")
+    return cfg.validate()
+
+
+def to_toml(cfg: Config) -> str:
+    """Write a config as TOML (the subset we need: scalars and flat lists)."""
+    lines = ["# vaekit resolved configuration"]
+    for section, values in cfg.to_dict().items():
+        lines.append(f"\n[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")  # pragma: no cover

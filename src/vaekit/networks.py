@@ -1,0 +1,148 @@
+"""Encoder and decoder bodies: MLP (optionally gated) and convolutional for C x H x W images.
+
+Encoders map x of shape ``(B, *x_shape)`` to ``(B, 2, L)``: the posterior's location and
+pre-softplus scale. Decoders map z of shape ``(..., L)`` (any leading sample/batch dims) to
+``(..., P, *x_shape)`` with P parameters per data dimension (see ``Likelihood``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+}
+
+
+class GatedLinear(nn.Module):
+    """h = act(W1 x + b1) * sigmoid(W2 x + b2), one matrix multiply for both halves."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str):
+        super().__init__()
+        self.linear = nn.Linear(in_features, 2 * out_features)
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x):
+        h, gate = self.linear(x).chunk(2, dim=-1)
+        return self.act(h) * torch.sigmoid(gate)
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int, activation: str = "relu",
+        gated: bool = False) -> nn.Sequential:
+    """Hidden layers (gated or plain) followed by a linear output layer."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden:
+        if gated:
+            layers.append(GatedLinear(width, h, activation))
+        else:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+        width = h
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, x_shape, latent_dim, hidden, activation="relu", gated=False):
+        super().__init__()
+        self.x_dims = len(x_shape)
+        self.latent_dim = latent_dim
+        self.body = mlp(math.prod(x_shape), hidden, 2 * latent_dim, activation, gated)
+
+    def forward(self, x):
+        h = self.body(x.flatten(-self.x_dims))  # (B, 2L)
+        return h.unflatten(-1, (2, self.latent_dim))  # (B, 2, L)
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, x_shape, latent_dim, hidden, params_per_dim=1, activation="relu",
+                 gated=False):
+        super().__init__()
+        self.out_shape = (params_per_dim, *x_shape)
+        self.body = mlp(latent_dim, list(reversed(hidden)), math.prod(self.out_shape),
+                        activation, gated)
+
+    def forward(self, z):
+        return self.body(z).unflatten(-1, self.out_shape)  # (..., P, *x_shape)
+
+
+def conv_sizes(size: tuple[int, int], layers: int) -> list[tuple[int, int]]:
+    """Spatial sizes after each stride-2, kernel-4, padding-1 convolution."""
+    sizes = [tuple(size)]
+    for _ in range(layers):
+        h, w = sizes[-1]
+        nxt = ((h - 2) // 2 + 1, (w - 2) // 2 + 1)
+        if min(nxt) < 1:
+            raise ValueError(
+                f"images of {size[0]}x{size[1]} are too small for {layers} stride-2 conv "
+                "layers; use fewer model.conv_channels or the mlp architecture"
+            )
+        sizes.append(nxt)
+    return sizes
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 convolutions (kernel 4, padding 1), then a linear map to (loc, scale)."""
+
+    def __init__(self, x_shape, latent_dim, channels, hidden=(), activation="relu"):
+        super().__init__()
+        if len(x_shape) != 3:
+            raise ValueError(f"a conv encoder needs C x H x W images, got shape {tuple(x_shape)}")
+        c, h, w = x_shape
+        sizes = conv_sizes((h, w), len(channels))
+        layers: list[nn.Module] = []
+        for c_out in channels:
+            layers += [nn.Conv2d(c, c_out, 4, 2, 1), ACTIVATIONS[activation]()]
+            c = c_out
+        self.convs = nn.Sequential(*layers)
+        flat = c * sizes[-1][0] * sizes[-1][1]
+        self.head = mlp(flat, list(hidden), 2 * latent_dim, activation)
+        self.latent_dim = latent_dim
+
+    def forward(self, x):
+        lead = x.shape[:-3]
+        h = self.convs(x.reshape(-1, *x.shape[-3:])).flatten(1)
+        return self.head(h).reshape(*lead, 2, self.latent_dim)
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: linear map, then stride-2 transposed convolutions
+    whose output padding restores every encoder size exactly (odd sizes included)."""
+
+    def __init__(self, x_shape, latent_dim, channels, hidden=(), params_per_dim=1,
+                 activation="relu"):
+        super().__init__()
+        c_img, h, w = x_shape
+        sizes = conv_sizes((h, w), len(channels))
+        self.start = (channels[-1], *sizes[-1])
+        self.head = nn.Sequential(
+            mlp(latent_dim, list(reversed(hidden)), math.prod(self.start), activation),
+            ACTIVATIONS[activation](),
+        )
+        layers: list[nn.Module] = []
+        outs = list(reversed(channels[:-1])) + [params_per_dim * c_img]
+        c = channels[-1]
+        for i, c_out in enumerate(outs):
+            target = sizes[len(channels) - 1 - i]
+            source = sizes[len(channels) - i]
+            pad = (target[0] - 2 * source[0], target[1] - 2 * source[1])
+            layers.append(nn.ConvTranspose2d(c, c_out, 4, 2, 1, output_padding=pad))
+            if i < len(outs) - 1:
+                layers.append(ACTIVATIONS[activation]())
+            c = c_out
+        self.deconvs = nn.Sequential(*layers)
+        self.out_shape = (params_per_dim, *x_shape)
+
+    def forward(self, z):
+        lead = z.shape[:-1]
+        h = self.head(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)
+        return self.deconvs(h).reshape(*lead, *self.out_shape)  # (..., P, C, H, W)

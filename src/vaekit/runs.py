@@ -1,0 +1,207 @@
+"""Run directories: what ``train`` writes and every later command reads.
+
+Layout of a run directory::
+
+    config.toml                   the resolved configuration
+    data.json                     the DataSpec: source, split, preprocessing, test checksum
+    metrics.jsonl                 one line per epoch (train and validation numbers)
+    checkpoints/latest.safetensors  full training state after the last epoch (or Ctrl-C)
+    checkpoints/best.safetensors    full training state at the best validation epoch
+    evaluation.json               the last ``evaluate`` result on the test set
+    summary.json                  what ``train`` did: epochs, time, best epoch
+
+:func:`train_and_evaluate` is the whole of ``vaekit train`` as one function that tests call
+with a tiny config; :func:`load_run` gives back the trained model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from . import config as config_mod
+from .config import SHAPE_KEYS, Config
+from .data import DataSpec, Dataset, dataset_for_spec, load_dataset
+from .errors import CheckpointError, ConfigError, DataError, VaekitError
+from .evaluate import evaluate
+from .model import VAE, build_vae
+from .train import BEST, LATEST, Trainer, load_model_state
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config.toml"
+DATA = "data.json"
+EVALUATION = "evaluation.json"
+SUMMARY = "summary.json"
+
+
+def default_run_dir(cfg: Config) -> Path:
+    name = Path(cfg.data.name).stem if cfg.data.name else "run"
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+
+
+def check_new_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise VaekitError(f"run directory {str(path)!r} already exists and is not empty; "
+                          f"choose another --out, or continue it with --resume {path}")
+    return path
+
+
+def check_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"run directory {str(path)!r} does not exist; give the --out "
+                              "directory of a `vaekit train` run")
+    if not path.is_dir():
+        raise CheckpointError(f"{str(path)!r} is a file, not a run directory")
+    for name in (CONFIG, DATA):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{str(path)!r} is not a complete vaekit run: {name} is "
+                                  "missing (was it written by `vaekit train`?)")
+    return path
+
+
+def read_config(run_dir: str | Path) -> Config:
+    run_dir = Path(run_dir)
+    try:
+        return config_mod.merge(Config(), config_mod.load_toml(run_dir / CONFIG),
+                                str(run_dir / CONFIG)).validate()
+    except ConfigError as e:
+        raise CheckpointError(f"{run_dir / CONFIG} is damaged: {e}") from None
+
+
+def read_data_spec(run_dir: str | Path) -> DataSpec:
+    path = Path(run_dir) / DATA
+    try:
+        return DataSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}); the run cannot be "
+                              "used without it") from None
+
+
+def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> VAE:
+    """The trained VAE of a run directory, in eval mode, with ``data_spec`` and ``config``."""
+    run_dir = check_run_dir(run_dir)
+    cfg = read_config(run_dir)
+    spec = read_data_spec(run_dir)
+    path = run_dir / (BEST if which == "best" else LATEST)
+    tensors, meta = ckpt.load(path)
+    model = build_vae(cfg.model, tuple(spec.shape), spec.likelihood)
+    load_model_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    model.data_spec = spec
+    model.config = cfg
+    return model.to(device).eval()
+
+
+def check_fits(model: VAE, data: Dataset, cfg: Config) -> None:
+    """Refuse data that the likelihood or the latent size cannot model."""
+    for split in ("train", "valid", "test"):
+        try:
+            model.likelihood.check_data(getattr(data, split), f"the {split} split of {data.spec.name!r}")
+        except ValueError as e:
+            raise DataError(str(e)) from None
+    dim = 1
+    for s in data.shape:
+        dim *= s
+    if cfg.model.latent_dim > dim:
+        raise ConfigError(f"model.latent_dim = {cfg.model.latent_dim} exceeds the data dimension "
+                          f"{dim} of {data.spec.name!r}; choose --latent-dim {max(1, min(dim, 2))} "
+                          f"to {dim}")
+
+
+def prepare(cfg: Config) -> tuple[Dataset, VAE]:
+    """Load the data and build the model for ``cfg``, checking that they fit."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = load_dataset(cfg.data, cfg.model.likelihood)
+    torch.manual_seed(cfg.train.seed)
+    model = build_vae_checked(cfg, data)
+    check_fits(model, data, cfg)
+    return data, model
+
+
+def build_vae_checked(cfg: Config, data: Dataset) -> VAE:
+    try:
+        return build_vae(cfg.model, data.shape, data.spec.likelihood, init_data=data.train)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def resume_config(run_dir: str | Path, overrides: list[dict]) -> Config:
+    """The run's own config with overrides applied; the keys that define weight shapes
+    always come from the run (as nanoGPT does), so a resume can never mix models."""
+    cfg = read_config(run_dir)
+    saved = config_mod.flatten(cfg.to_dict())
+    for update in overrides:
+        cfg = config_mod.merge(cfg, update, "command-line options")
+    now = config_mod.flatten(cfg.to_dict())
+    changed = [k for k in SHAPE_KEYS + ("data.name", "data.split_seed") if now[k] != saved[k]]
+    if changed:
+        raise ConfigError(f"cannot change {', '.join(changed)} when resuming: they define the "
+                          "model and its data; start a new run instead")
+    return cfg.validate()
+
+
+def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False,
+                       evaluate_samples: int | None = None, on_epoch=None) -> dict:
+    """Train (or resume) a run and evaluate its best model on the test set.
+
+    Returns the summary dict (also written to ``summary.json``), with the evaluation under
+    ``"evaluation"``. Nothing is written before the data and model have been checked."""
+    if resume:
+        run_dir = check_run_dir(run_dir)
+        if not (Path(run_dir) / LATEST).is_file():
+            raise CheckpointError(f"{run_dir} has no checkpoint to resume from "
+                                  f"({LATEST} is missing); start a new run instead")
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        spec = read_data_spec(run_dir)
+        data = dataset_for_spec(spec, cfg.data.data_dir or None)
+        torch.manual_seed(cfg.train.seed)
+        model = build_vae_checked(cfg, data)
+    else:
+        run_dir = check_new_run_dir(run_dir or default_run_dir(cfg))
+        data, model = prepare(cfg)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
+        ckpt.atomic_write_text(run_dir / DATA, json.dumps(data.spec.to_dict(), indent=1))
+    run_dir = Path(run_dir)
+    if resume:  # the config may have new non-shape values (more epochs, another lr)
+        ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
+    model.data_spec = data.spec
+    trainer = Trainer(model, data, cfg, run_dir, on_epoch=on_epoch)
+    summary = trainer.fit(resume=resume)
+    summary["run_dir"] = str(run_dir)
+    if summary["interrupted"]:
+        return summary
+    tensors, _ = ckpt.load(run_dir / BEST)
+    load_model_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+                     run_dir / BEST)
+    k = evaluate_samples or cfg.eval.importance_samples
+    result = evaluate(model, data.test, k, chunk_mib=cfg.eval.chunk_mib, seed=cfg.eval.seed,
+                      log_abs_det_jacobian=data.spec.log_abs_det_jacobian, device=trainer.device)
+    ckpt.atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=1))
+    summary["evaluation"] = result
+    ckpt.atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=1))
+    return summary
+
+
+def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_dir: str | None = None,
+                 split: str = "test", chunk_mib: int = 256, seed: int = 1234,
+                 device: str = "cpu", save: bool = True) -> dict:
+    """Reload a run and evaluate it on exactly the test (or validation) set it was trained with."""
+    model = load_run(run_dir, device=device)
+    data = dataset_for_spec(model.data_spec, data_dir)
+    x = data.test if split == "test" else data.valid
+    result = evaluate(model, x, importance_samples, chunk_mib=chunk_mib, seed=seed,
+                      log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian, device=device)
+    result["split"] = split
+    if save and split == "test":
+        ckpt.atomic_write_text(Path(run_dir) / EVALUATION, json.dumps(result, indent=1))
+    return result
