@@ -79,7 +79,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
     # "none", "cosine" (to zero over all epochs) or "exponential" (times lr_gamma per epoch).
@@ -109,7 +109,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     # Importance samples K for log p(x) at the end of `train` (evaluate has its own flag).
-    importance_samples: int = 100
+    importance_samples: int = 1000
     # Memory bound of one importance-sampling chunk, in MiB.
     chunk_mib: int = 256
     seed: int = 1234

@@ -149,7 +149,7 @@ def resume_config(run_dir: str | Path, overrides: list[dict]) -> Config:
 
 
 def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False,
-                       evaluate_samples: int | None = None, on_epoch=None) -> dict:
+                       evaluate_samples: int | None = None, callbacks=None) -> dict:
     """Train (or resume) a run and evaluate its best model on the test set.
 
     Returns the summary dict (also written to ``summary.json``), with the evaluation under
@@ -175,7 +175,7 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
     if resume:  # the config may have new non-shape values (more epochs, another lr)
         ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
     model.data_spec = data.spec
-    trainer = Trainer(model, data, cfg, run_dir, on_epoch=on_epoch)
+    trainer = Trainer(model, data, cfg, run_dir, callbacks=callbacks)
     summary = trainer.fit(resume=resume)
     summary["run_dir"] = str(run_dir)
     if summary["interrupted"]:

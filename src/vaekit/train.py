@@ -105,13 +105,19 @@ class Trainer:
 
     def __init__(self, model, data, cfg, run_dir: str | Path,
                  objective: Callable[..., Terms] | None = None,
-                 on_epoch: Callable[[dict], None] | None = None):
+                 callbacks: dict[str, list[Callable]] | None = None):
         self.model = model
         self.data = data
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.objective = objective or objective_for(cfg.train.importance_samples)
-        self.on_epoch = on_epoch
+        # minGPT-style hooks: "on_batch_end"(trainer) and "on_epoch_end"(trainer, row)
+        self.callbacks: dict[str, list[Callable]] = {"on_batch_end": [], "on_epoch_end": []}
+        for event, fns in (callbacks or {}).items():
+            if event not in self.callbacks:
+                raise ValueError(f"unknown callback event {event!r}; use {sorted(self.callbacks)}")
+            self.callbacks[event].extend(fns)
+        self._stop_requested = False
         self.device = resolve_device(cfg.train.device)
         if cfg.train.precision == "fp16" and self.device.type == "cpu":
             raise VaekitError("fp16 autocast needs a GPU; use --set "
@@ -164,6 +170,15 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"the optimiser state in the checkpoint does not fit this "
                                   f"model ({e}); resume with the run's own config") from None
+        saved_lr = meta.get("config", {}).get("train", {}).get("lr")
+        if saved_lr is not None and saved_lr != self.cfg.train.lr:  # --lr given on resume
+            log.info("learning rate changed on resume: %g -> %g", saved_lr, self.cfg.train.lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.train.lr
+                if "initial_lr" in group:
+                    group["initial_lr"] = self.cfg.train.lr
+            if self.scheduler:
+                self.scheduler.base_lrs = [self.cfg.train.lr] * len(self.optimizer.param_groups)
         ckpt.set_rng_state(tensors)
         self.epoch_generator_state = tensors["rng.data_epoch"]
         self.generator.set_state(tensors["rng.data"])
@@ -197,7 +212,7 @@ class Trainer:
             return
         parts = {"reconstruction": terms.reconstruction, "KL": terms.kl}
         what = next((name for name, t in parts.items() if not torch.isfinite(t).all()), "loss")
-        raise TrainingDiverged(self._diverged(f"the {what} is {float(loss):g}", batch))
+        raise TrainingDiverged(self._diverged(f"the {what} is {float(loss.detach()):g}", batch))
 
     def _diverged(self, what: str, batch: int) -> str:
         good = (f"the last good checkpoint (epoch {self.state.epoch}) is intact in "
@@ -226,6 +241,10 @@ class Trainer:
         self.model.train()
         return {k: v / len(x) for k, v in sums.items()}
 
+    def request_stop(self) -> None:
+        """Stop at the next batch boundary and save the exact position (what Ctrl-C does)."""
+        self._stop_requested = True
+
     def fit(self, resume: bool = False) -> dict:
         with self._deferred_interrupts():
             return self._fit(resume)
@@ -234,7 +253,6 @@ class Trainer:
     def _deferred_interrupts(self):
         """Ctrl-C or SIGTERM asks the loop to stop at the next batch boundary, so the saved
         state is always a consistent one; a second Ctrl-C stops at once."""
-        self._stop_requested = False
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -242,7 +260,7 @@ class Trainer:
         def request(signum, frame):
             if self._stop_requested:
                 raise KeyboardInterrupt
-            self._stop_requested = True
+            self.request_stop()
             log.warning("interrupt: saving at the end of this batch (press Ctrl-C again to stop now)")
 
         old = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -266,11 +284,11 @@ class Trainer:
         stopped_early = False
         while self.state.epoch < t.epochs:
             epoch = self.state.epoch
-            if self.state.batch == 0:  # a fresh epoch: remember where its randomness starts
-                self.epoch_generator_state = self.generator.get_state()
+            # epoch_generator_state is where this epoch's shuffling and binarisation start;
+            # replaying from it makes a resumed epoch (at any batch) draw the same data.
+            self.generator.set_state(self.epoch_generator_state)
+            if self.state.batch == 0:
                 self.state.sums = {"loss": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "n": 0}
-            else:  # resuming mid-epoch: replay the epoch's draws, then carry on
-                self.generator.set_state(self.epoch_generator_state)
             x_epoch = self.data.train_epoch(self.generator)
             order = torch.randperm(n, generator=self.generator)
             start = time.perf_counter()
@@ -311,6 +329,8 @@ class Trainer:
                     s["n"] += k
                     self.state.step += 1
                     self.state.batch = b + 1
+                    for fn in self.callbacks["on_batch_end"]:
+                        fn(self)
                     if bar is not None:
                         rate = (s["n"] - seen_at_start) / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{s['loss'] / s['n']:.2f}", elbo=f"{s['elbo'] / s['n']:.2f}",
@@ -357,13 +377,14 @@ class Trainer:
             else:
                 self.state.bad_epochs += 1
             self.state.epoch, self.state.batch, self.state.sums = epoch + 1, 0, {}
+            self.epoch_generator_state = self.generator.get_state()
             self._append_metrics(row)
             self.save(best=improved)
             log.info("epoch %d/%d  train elbo %.3f  valid elbo %.3f  kl %.3f  %.0f img/s%s",
                      epoch + 1, t.epochs, row["train_elbo"], row["valid_elbo"], row["valid_kl"],
                      row["images_per_second"], "  *best" if improved else "")
-            if self.on_epoch:
-                self.on_epoch(row)
+            for fn in self.callbacks["on_epoch_end"]:
+                fn(self, row)
             if t.patience and self.state.bad_epochs >= t.patience:
                 stopped_early = True
                 log.info("early stopping: no better validation objective for %d epochs", t.patience)

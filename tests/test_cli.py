@@ -1,0 +1,100 @@
+"""The real `vaekit` command: a tiny run per command, and one clear error per mistake."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+TINY = ["--data", "digits", "--epochs", "2", "--latent-dim", "4", "--set", "model.hidden=[32]",
+        "--quiet", "--set", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    res = run_cli("train", *TINY, "--out", str(run), "--importance-samples", "16")
+    assert res.returncode == 0, res.stderr
+    assert "test ELBO" in res.stdout and "log p(x) (K = 16)" in res.stdout
+    return run
+
+
+def test_evaluate_json_has_the_documented_keys(trained):
+    res = run_cli("evaluate", str(trained), "--importance-samples", "20", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for key in ("elbo", "reconstruction", "kl", "log_px", "importance_samples", "gap",
+                "active_units", "n_test"):
+        assert key in out
+    assert out["importance_samples"] == 20 and out["n_test"] == 180
+    assert out["log_px"] >= out["elbo"]
+    assert out["elbo"] == pytest.approx(out["reconstruction"] - out["kl"], abs=1e-6)
+
+
+def test_evaluate_is_reproducible_with_its_seed(trained):
+    a = json.loads(run_cli("evaluate", str(trained), "-k", "5", "--json").stdout)
+    b = json.loads(run_cli("evaluate", str(trained), "-k", "5", "--json").stdout)
+    assert a["log_px"] == b["log_px"]
+
+
+def test_binarized_mnist_log_px_is_above_the_elbo(tmp_path, data_dir):
+    run = tmp_path / "bmnist"
+    res = run_cli("train", "--data", "binarized-mnist", "--data-dir", str(data_dir), "--epochs", "1",
+                  "--set", "data.max_train=3000", "--set", "model.hidden=[64]", "--quiet",
+                  "--importance-samples", "2", "--out", str(run))
+    assert res.returncode == 0, res.stderr
+    res = run_cli("evaluate", str(run), "--importance-samples", "30", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["n_test"] == 10_000 and out["log_px"] > out["elbo"]
+    assert -400 < out["elbo"] < -80
+
+
+def _assert_one_error(res, *words):
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def test_unknown_option_value(tmp_path):
+    _assert_one_error(run_cli("train", "--likelihood", "poisson", "--out", str(tmp_path / "r")),
+                      "model.likelihood", "poisson")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_config_key_suggests_the_closest(tmp_path):
+    _assert_one_error(run_cli("train", "--set", "model.latnt_dim=2"), "model.latnt_dim", "model.latent_dim")
+
+
+def test_missing_run_directory(tmp_path):
+    _assert_one_error(run_cli("evaluate", str(tmp_path / "nope")), "does not exist")
+
+
+def test_bernoulli_on_values_outside_unit_interval(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
+    res = run_cli("train", "--data", str(tmp_path / "x.npy"), "--likelihood", "bernoulli",
+                  "--out", str(tmp_path / "r"))
+    _assert_one_error(res, "Bernoulli", "[0, 1]")
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_is_never_overwritten(trained):
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    _assert_one_error(run_cli("train", *TINY, "--out", str(trained)), "already exists", "--resume")
+    after = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_bad_argument_type_is_one_line():
+    _assert_one_error(run_cli("train", "--epochs", "many"), "--epochs")
+
+
+def test_datasets_and_presets_list(data_dir):
+    res = run_cli("datasets", "--data-dir", str(data_dir))
+    assert res.returncode == 0 and "binarized-mnist" in res.stdout and "swiss-roll" in res.stdout
+    res = run_cli("presets")
+    assert res.returncode == 0 and "mnist-mlp" in res.stdout

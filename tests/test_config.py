@@ -1,0 +1,65 @@
+"""Configuration: defaults, presets, files and overrides, refused early with clear reasons."""
+
+import pytest
+
+from vaekit import config as config_mod
+from vaekit.errors import ConfigError
+
+
+def test_overrides_parse_toml_values_and_apply_in_order(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text('[model]\nlatent_dim = 8\nhidden = [64, 32]\n[train]\nlr = 0.01\n')
+    cfg = config_mod.resolve("latent-2d", f, [config_mod.parse_override("model.latent_dim=3"),
+                                               config_mod.parse_override("train.device=auto")])
+    assert cfg.model.latent_dim == 3  # override beats file beats preset
+    assert cfg.model.hidden == [64, 32] and cfg.train.lr == 0.01
+    assert cfg.train.epochs == 60  # from the preset
+    assert cfg.train.device == "auto"  # a bare word is taken as a string
+
+
+def test_written_config_reads_back_identically(tmp_path):
+    cfg = config_mod.resolve("mnist-mlp", None, [config_mod.parse_override('data.name="a \\"b\\""')])
+    (tmp_path / "c.toml").write_text(config_mod.to_toml(cfg))
+    again = config_mod.resolve(None, tmp_path / "c.toml")
+    assert again == cfg
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.latnt_dim=2", ["unknown key", "model.latent_dim"]),
+    ("modle.latent_dim=2", ["unknown section", "model"]),
+    ("model.latent_dim=2.5", ["model.latent_dim", "integer"]),
+    ("model.latent_dim=0", ["model.latent_dim", "positive"]),
+    ("train.lr=-1", ["train.lr", "positive"]),
+    ("model.hidden=5", ["model.hidden", "list"]),
+    ("model.gated=1", ["model.gated", "true or false"]),
+    ("model.prior=\"gauss\"", ["model.prior", "normal"]),
+    ("data.valid_fraction=1.5", ["data.valid_fraction"]),
+    ("latent_dim=2", ["section.key", "model.latent_dim"]),
+])
+def test_bad_settings_are_refused_with_the_key_and_a_fix(override, words):
+    with pytest.raises(ConfigError) as err:
+        config_mod.resolve(None, None, [config_mod.parse_override(override)])
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_diag_normal_prior_needs_one_scale_per_latent_unit():
+    with pytest.raises(ConfigError, match="prior_scales"):
+        config_mod.resolve(None, None, [{"model": {"prior": "diag-normal", "latent_dim": 2,
+                                                   "prior_scales": [1.0]}}])
+
+
+def test_unknown_preset_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset"):
+        config_mod.resolve("mnist-mpl")
+    (tmp_path / "bad.toml").write_text("[model\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config_mod.resolve(None, tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        config_mod.resolve(None, tmp_path / "missing.toml")
+
+
+def test_every_preset_is_valid():
+    assert {"mnist-mlp", "latent-2d", "conv-28"} <= set(config_mod.preset_names())
+    for name in config_mod.preset_names():
+        config_mod.resolve(name)

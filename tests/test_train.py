@@ -1,0 +1,126 @@
+"""The trainer: learning happens, resume is exact, the NaN guard stops cleanly."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import vaekit
+from vaekit.errors import TrainingDiverged
+from vaekit.runs import train_and_evaluate
+from vaekit.train import LATEST, Trainer
+
+from conftest import tiny_config
+
+
+def metrics(run):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_short_run_raises_validation_elbo_and_writes_a_complete_run(tmp_path):
+    cfg = tiny_config(train={"epochs": 6})
+    summary = train_and_evaluate(cfg, tmp_path / "run")
+    rows = metrics(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == list(range(1, 7))
+    assert rows[-1]["valid_elbo"] > rows[0]["valid_elbo"] + 1.0
+    ev = summary["evaluation"]
+    assert ev["log_px"] >= ev["elbo"] - 1e-6 and ev["gap"] >= 0
+    for name in ("config.toml", "data.json", "evaluation.json", "summary.json",
+                 "checkpoints/best.safetensors", "checkpoints/latest.safetensors"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def test_load_run_gives_eval_mode_model_with_distribution_interfaces(tmp_path):
+    train_and_evaluate(tiny_config(), tmp_path / "run")
+    vae = vaekit.load_run(tmp_path / "run")
+    assert not vae.training
+    x = torch.rand(5, 1, 8, 8).round()
+    q = vae.encode(x)
+    assert q.log_prob(q.sample()).shape == (5,)
+    assert vae.decode(q.mean).log_prob(x).shape == (5,)
+    assert vae.prior.log_prob(torch.zeros(3, 4)).shape == (3,)
+    assert vae.data_spec.binarize == "dynamic" and vae.data_spec.shape == [1, 8, 8]
+    torch.testing.assert_close(vae.embed(x), q.mean)  # the default embedding is deterministic
+    assert vae.sample(6).shape == (6, 1, 8, 8)
+    assert vae.reconstruct(x).shape == x.shape
+
+
+def _params(run):
+    return load_file(str(run / LATEST))
+
+
+def stop_after(steps):
+    """A callback that interrupts training after ``steps`` optimiser steps, as Ctrl-C does."""
+    def fn(trainer):
+        if trainer.state.step == steps:
+            trainer.request_stop()
+    return {"on_batch_end": [fn]}
+
+
+@pytest.mark.parametrize("stop_at", [46, 30])  # 23 batches an epoch: an epoch's end, mid-epoch
+@pytest.mark.parametrize("extra", [{}, {"lr_schedule": "cosine", "warmup_epochs": 1,
+                                        "importance_samples": 3, "grad_clip": 5.0}])
+def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, extra, stop_at):
+    cfg = tiny_config(train={"epochs": 4, **extra})
+    train_and_evaluate(cfg, tmp_path / "full")
+    cut = train_and_evaluate(cfg, tmp_path / "cut", callbacks=stop_after(stop_at))
+    assert cut["interrupted"] and cut["steps"] == stop_at
+    assert not (tmp_path / "cut" / "evaluation.json").exists()
+    train_and_evaluate(cfg, tmp_path / "cut", resume=True)
+
+    a, b = _params(tmp_path / "full"), _params(tmp_path / "cut")
+    keys = [k for k in a if k.startswith(("model.", "optim."))]
+    assert keys and all(torch.equal(a[k], b[k]) for k in keys)
+    assert [r["valid_elbo"] for r in metrics(tmp_path / "full")] == \
+           [r["valid_elbo"] for r in metrics(tmp_path / "cut")]
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    train_and_evaluate(tiny_config(train={"epochs": 2}), tmp_path / "run")
+    summary = train_and_evaluate(tiny_config(train={"epochs": 3}), tmp_path / "run", resume=True)
+    assert summary["epochs"] == 3 and [r["epoch"] for r in metrics(tmp_path / "run")] == [1, 2, 3]
+
+
+def test_nan_guard_names_the_quantity_and_keeps_last_good_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(300, 6)).astype(np.float32))
+    cfg = tiny_config(data={"name": str(tmp_path / "x.npy")},
+                      model={"likelihood": "gaussian-learned", "latent_dim": 2},
+                      train={"epochs": 3})
+    train_and_evaluate(cfg, tmp_path / "run")
+    before = (tmp_path / "run" / LATEST).read_bytes()
+    wild = tiny_config(data={"name": str(tmp_path / "x.npy")},
+                       model={"likelihood": "gaussian-learned", "latent_dim": 2},
+                       train={"epochs": 6, "lr": 1e30})
+    with pytest.raises(TrainingDiverged) as err:
+        train_and_evaluate(wild, tmp_path / "run", resume=True)
+    msg = str(err.value)
+    assert "epoch 4" in msg and "learning rate" in msg and "intact" in msg
+    assert any(q in msg for q in ("loss", "reconstruction", "KL", "gradient", "validation"))
+    assert (tmp_path / "run" / LATEST).read_bytes() == before
+
+
+def test_conv_model_round_trips_odd_image_sizes():
+    from vaekit.config import ModelConfig
+    from vaekit.model import build_vae
+
+    for shape in [(1, 28, 28), (3, 13, 17), (2, 9, 8)]:
+        cfg = ModelConfig(architecture="conv", latent_dim=3, conv_channels=[4, 8], hidden=[16])
+        vae = build_vae(cfg, shape, "bernoulli")
+        x = torch.rand(2, *shape)
+        assert vae.encode(x).mean.shape == (2, 3)
+        assert vae.decode(torch.randn(5, 2, 3)).mean.shape == (5, 2, *shape)
+    with pytest.raises(ValueError, match="too small"):
+        build_vae(ModelConfig(architecture="conv", conv_channels=[4, 4, 4, 4]), (1, 4, 4), "bernoulli")
+
+
+@pytest.mark.parametrize("prior", ["mixture", "vamp", "diag-normal"])
+def test_every_prior_trains(tmp_path, prior):
+    model = {"prior": prior}
+    if prior == "diag-normal":
+        model["prior_scales"] = [1.0, 0.5, 2.0, 1.0]
+    summary = train_and_evaluate(tiny_config(model=model), tmp_path / "run")
+    assert math.isfinite(summary["evaluation"]["log_px"])
