@@ -1,0 +1,174 @@
+"""Training throughput: vaekit's trainer against the pytorch/examples VAE, side by side.
+
+(a) the reference, written here as pytorch/examples/vae/main.py does it: MLP 784-400-20,
+    sigmoid + binary_cross_entropy (sum), Adam 1e-3, batch 128, a torch DataLoader over a
+    TensorDataset (shuffle=True), per-batch zero_grad/backward/step and loss.item();
+(b) vaekit's Trainer on the same model (hidden [400], latent 20, Bernoulli), data (static
+    binarized MNIST), batch size and precision.
+
+Both run in this one process, alternating, so machine noise hits both alike. Prints images
+per second, their ratio, the validation ELBO each reached after the same epochs, and the
+achieved GFLOP/s against a measured float32 matrix-multiply peak of this machine.
+
+    python benchmarks/throughput.py --data-dir ../shared/data [--epochs 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from vaekit import config as config_mod
+from vaekit.data import load_dataset
+from vaekit.model import build_vae
+from vaekit.objectives import elbo
+from vaekit.train import Trainer
+
+
+class ReferenceVAE(nn.Module):
+    """The model of pytorch/examples/vae, verbatim in structure."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def encode(self, x):
+        h1 = F.relu(self.fc1(x))
+        return self.fc21(h1), self.fc22(h1)
+
+    def reparameterize(self, mu, logvar):
+        std = torch.exp(0.5 * logvar)
+        return mu + torch.randn_like(std) * std
+
+    def decode(self, z):
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z))))
+
+    def forward(self, x):
+        mu, logvar = self.encode(x.view(-1, 784))
+        z = self.reparameterize(mu, logvar)
+        return self.decode(z), mu, logvar
+
+
+def reference_loss(recon_x, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+def run_reference(train: torch.Tensor, epochs: int, batch: int, seed: int):
+    torch.manual_seed(seed)
+    model = ReferenceVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(train.view(len(train), -1)), batch_size=batch, shuffle=True)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for (x,) in loader:
+            opt.zero_grad()
+            recon, mu, logvar = model(x)
+            loss = reference_loss(recon, x, mu, logvar)
+            loss.backward()
+            loss.item()
+            opt.step()
+    seconds = time.perf_counter() - start
+    return model, seconds
+
+
+@torch.no_grad()
+def reference_valid_elbo(model, valid: torch.Tensor) -> float:
+    model.eval()
+    torch.manual_seed(0)
+    x = valid.view(len(valid), -1)
+    recon, mu, logvar = model(x)
+    return -float(reference_loss(recon, x, mu, logvar)) / len(x)
+
+
+def run_vaekit(data, epochs: int, batch: int, seed: int, precision: str):
+    cfg = config_mod.merge(config_mod.Config(), {
+        "model": {"hidden": [400], "latent_dim": 20, "activation": "relu", "likelihood": "bernoulli"},
+        "train": {"epochs": epochs, "batch_size": batch, "lr": 1e-3, "seed": seed,
+                  "progress": False, "precision": precision},
+    }).validate()
+    torch.manual_seed(seed)
+    model = build_vae(cfg.model, data.shape, "bernoulli")
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(model, data, cfg, run_dir)
+        summary = trainer.fit()
+    return model, summary["train_seconds"]
+
+
+@torch.no_grad()
+def vaekit_valid_elbo(model, valid: torch.Tensor) -> float:
+    model.eval()
+    torch.manual_seed(0)
+    return float(elbo(model, valid).elbo.mean())
+
+
+def matmul_peak(threads: int, n: int = 1024, reps: int = 20) -> float:
+    """Measured float32 GFLOP/s of a square matrix multiply (best of several)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def flops_per_image(hidden: int = 400, latent: int = 20, d: int = 784) -> float:
+    """Forward multiply-adds x2 for FLOPs, x3 for forward + backward."""
+    macs = d * hidden + hidden * 2 * latent + latent * hidden + hidden * d
+    return 3 * 2 * macs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", required=False, help="folder with binarized MNIST (.amat)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a) and (b)")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset(config_mod.DataConfig(name="binarized-mnist", data_dir=args.data_dir or ""),
+                        "bernoulli")
+    n = len(data.train)
+    ref_rates, vk_rates, ref_elbo, vk_elbo = [], [], [], []
+    for r in range(args.rounds):
+        model, secs = run_reference(data.train, args.epochs, args.batch_size, seed=r)
+        ref_rates.append(n * args.epochs / secs)
+        ref_elbo.append(reference_valid_elbo(model, data.valid))
+        model, secs = run_vaekit(data, args.epochs, args.batch_size, seed=r, precision=args.precision)
+        vk_rates.append(n * args.epochs / secs)
+        vk_elbo.append(vaekit_valid_elbo(model, data.valid))
+    peak = matmul_peak(torch.get_num_threads())
+    fpi = flops_per_image()
+    ref, vk = statistics.median(ref_rates), statistics.median(vk_rates)
+    print(f"# throughput: binarized MNIST ({n} images), MLP 784-400-20, batch {args.batch_size}, "
+          f"{args.precision}, {args.epochs} epochs x {args.rounds} rounds, {torch.get_num_threads()} threads")
+    print(f"{'trainer':<34}{'images/s':>10}{'GFLOP/s':>10}{'% peak':>8}{'valid ELBO':>12}")
+    for name, rate, el in (("(a) pytorch/examples reference", ref, ref_elbo),
+                           ("(b) vaekit Trainer", vk, vk_elbo)):
+        g = rate * fpi / 1e9
+        print(f"{name:<34}{rate:>10.0f}{g:>10.1f}{100 * g / peak:>7.0f}%{statistics.mean(el):>12.2f}")
+    print(f"{'ratio (b)/(a)':<34}{vk / ref:>10.2f}x")
+    print(f"{'matmul peak (1024^2, fp32)':<34}{'':>10}{peak:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Gaussian mixtures fitted by EM (Dempster, Laird & Rubin 1977), in PyTorch.
+
+The E-step computes responsibilities r_nk = p(k | x_n) under the current parameters; the
+M-step maximises the expected complete-data log-likelihood, a lower bound of
+log p(X) that touches it at the current parameters, so the log-likelihood can only rise.
+:class:`GaussianMixture` checks that on every fit: a decrease larger than round-off
+raises (or warns), naming the iteration.
+
+The estimator follows scikit-learn's contract (``fit`` returns self, fitted attributes end
+in ``_``, best of ``n_init`` restarts, a ``ConvergenceWarning`` with advice) and its
+parameterisation (``reg_covar`` added to every covariance's diagonal, k-means++
+initialisation with one-hot responsibilities), so fits can be compared with
+``sklearn.mixture.GaussianMixture`` number for number. Everything is in log space; the
+Gaussian log-densities of all K components come from one matrix multiply with the
+Cholesky factors of the precisions.
+
+Latent samplers for a trained VAE build on it (:func:`fit_latent_mixture`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+try:
+    from sklearn.exceptions import ConvergenceWarning
+except ImportError:  # pragma: no cover - scikit-learn is a dependency
+    class ConvergenceWarning(UserWarning):
+        pass
+
+
+class MonotonicityError(RuntimeError):
+    """EM's log-likelihood went down by more than round-off: a bug or a broken input."""
+
+
+class GaussianMixture:
+    """A mixture of K Gaussians with ``full`` or ``diag`` covariances, fitted by EM.
+
+    Parameters mirror ``sklearn.mixture.GaussianMixture`` where they share a name.
+    ``dtype`` (float64 by default) and ``device`` choose where the arithmetic runs;
+    ``monotonic`` is "raise", "warn" or "ignore" for a decreasing log-likelihood.
+    """
+
+    def __init__(self, n_components: int = 1, *, covariance_type: str = "full", tol: float = 1e-3,
+                 reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
+                 init_params: str = "k-means++", weights_init=None, means_init=None,
+                 precisions_init=None, random_state: int | None = None,
+                 dtype: torch.dtype = torch.float64, device: str | torch.device | None = None,
+                 monotonic: str = "raise", verbose: int = 0):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.dtype = dtype
+        self.device = device
+        self.monotonic = monotonic
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_params(self) -> None:
+        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
+            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}")
+        if self.covariance_type not in ("full", "diag"):
+            raise ValueError(f"covariance_type must be 'full' or 'diag', got {self.covariance_type!r}")
+        if self.tol < 0 or self.reg_covar < 0 or self.max_iter < 1 or self.n_init < 1:
+            raise ValueError("tol and reg_covar must be >= 0, max_iter and n_init >= 1")
+        if self.monotonic not in ("raise", "warn", "ignore"):
+            raise ValueError(f"monotonic must be 'raise', 'warn' or 'ignore', got {self.monotonic!r}")
+        if self.init_params not in ("k-means++", "random"):
+            raise ValueError(f"init_params must be 'k-means++' or 'random', got {self.init_params!r}")
+
+    def _as_tensor(self, X, what: str = "X") -> torch.Tensor:
+        t = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
+        t = t.to(device=self.device, dtype=self.dtype)
+        if t.dim() == 1:
+            raise ValueError(f"{what} must be 2-D (n_samples, n_features), got a 1-D array of "
+                             f"shape {tuple(t.shape)}; use X.reshape(-1, 1) for one feature")
+        if t.dim() != 2:
+            raise ValueError(f"{what} must be 2-D (n_samples, n_features), got shape {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{what} contains NaN or infinite values; remove or impute them")
+        return t
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "means_"):
+            raise RuntimeError("this GaussianMixture is not fitted yet; call fit(X) first")
+
+    def _check_features(self, X: torch.Tensor) -> None:
+        d = self.means_.shape[1]
+        if X.shape[1] != d:
+            raise ValueError(f"X has {X.shape[1]} features, but the mixture was fitted on {d}")
+
+    # ----------------------------------------------------------------- the maths
+
+    def _precision_cholesky(self, covariances: torch.Tensor) -> torch.Tensor:
+        """U with U U^T = Sigma^-1 (full: U = L^-T for Sigma = L L^T; diag: 1/sqrt)."""
+        if self.covariance_type == "diag":
+            if (covariances <= 0).any():
+                raise ValueError(self._collapse_message())
+            return covariances.rsqrt()
+        chol, info = torch.linalg.cholesky_ex(covariances)
+        if (info != 0).any():
+            raise ValueError(self._collapse_message(int(torch.nonzero(info)[0, 0])))
+        eye = torch.eye(covariances.shape[-1], dtype=covariances.dtype, device=covariances.device)
+        eye = eye.expand_as(covariances)
+        return torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
+
+    def _collapse_message(self, k: int | None = None) -> str:
+        which = f"component {k}" if k is not None else "a component"
+        return (f"{which} collapsed: its covariance is singular even with reg_covar="
+                f"{self.reg_covar:g}; increase reg_covar, use fewer components, or remove "
+                "duplicate points")
+
+    def _log_gaussian(self, X: torch.Tensor, means, prec_chol) -> torch.Tensor:
+        """log N(x_n | mu_k, Sigma_k) for all n, k: (N, K)."""
+        n, d = X.shape
+        k = means.shape[0]
+        if self.covariance_type == "full":
+            log_det = torch.log(torch.diagonal(prec_chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)
+            # y_nk = (x_n - mu_k)^T U_k for all k in one matmul: (N, D) @ (D, K*D) -> (N, K*D)
+            offset = torch.einsum("kd,kde->ke", means, prec_chol).reshape(-1)  # mu_k^T U_k
+            y = torch.addmm(-offset, X, prec_chol.permute(1, 0, 2).reshape(d, k * d))
+            maha = y.square_().view(n, k, d).sum(-1)  # (N, K), in place: no second temporary
+        else:
+            prec = prec_chol**2  # (K, D)
+            log_det = torch.log(prec_chol).sum(-1)
+            maha = ((means**2 * prec).sum(1) - 2 * X @ (means * prec).T + (X * X) @ prec.T)
+        return -0.5 * (d * math.log(2 * math.pi) + maha) + log_det
+
+    def _estimate_weighted_log_prob(self, X, weights, means, prec_chol) -> torch.Tensor:
+        return self._log_gaussian(X, means, prec_chol) + torch.log(weights)
+
+    def _e_step(self, X, params):
+        weighted = self._estimate_weighted_log_prob(X, *params)  # (N, K)
+        log_norm = torch.logsumexp(weighted, 1)  # (N,)
+        return float(log_norm.mean()), weighted - log_norm[:, None]
+
+    def _m_step(self, X, log_resp):
+        resp = log_resp.exp()
+        nk = resp.sum(0) + 10 * torch.finfo(X.dtype).eps  # (K,)
+        means = resp.T @ X / nk[:, None]  # (K, D)
+        if self.covariance_type == "full":
+            covs = []
+            eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
+            for k in range(means.shape[0]):
+                diff = X - means[k]
+                covs.append((resp[:, k, None] * diff).T @ diff / nk[k] + self.reg_covar * eye)
+            covariances = torch.stack(covs)
+        else:
+            avg_x2 = resp.T @ (X * X) / nk[:, None]
+            avg_xm = means * (resp.T @ X) / nk[:, None]
+            covariances = avg_x2 - 2 * avg_xm + means**2 + self.reg_covar
+        weights = nk / nk.sum()
+        return weights, means, covariances
+
+    # ------------------------------------------------------------ initialisation
+
+    def _initial_params(self, X: torch.Tensor, gen: torch.Generator):
+        n, d = X.shape
+        k = self.n_components
+        if self.means_init is not None:
+            weights = (torch.as_tensor(np.asarray(self.weights_init), dtype=X.dtype, device=X.device)
+                       if self.weights_init is not None
+                       else torch.full((k,), 1.0 / k, dtype=X.dtype, device=X.device))
+            means = torch.as_tensor(np.asarray(self.means_init), dtype=X.dtype, device=X.device)
+            if means.shape != (k, d):
+                raise ValueError(f"means_init must have shape ({k}, {d}), got {tuple(means.shape)}")
+            if self.precisions_init is not None:
+                prec = torch.as_tensor(np.asarray(self.precisions_init), dtype=X.dtype, device=X.device)
+                covariances = torch.linalg.inv(prec) if self.covariance_type == "full" else 1.0 / prec
+            else:
+                _, _, covariances = self._m_step(X, self._hard_log_resp(X, means))
+            return weights, means, covariances
+        if self.init_params == "k-means++":
+            idx = kmeans_plusplus(X, k, gen)
+        else:
+            idx = torch.randperm(n, generator=gen)[:k].to(X.device)
+        log_resp = torch.full((n, k), -math.inf, dtype=X.dtype, device=X.device)
+        log_resp[idx, torch.arange(k, device=X.device)] = 0.0  # one point per component
+        return self._m_step(X, log_resp)
+
+    def _hard_log_resp(self, X, means):
+        nearest = torch.cdist(X, means).argmin(1)
+        log_resp = torch.full((len(X), len(means)), -math.inf, dtype=X.dtype, device=X.device)
+        log_resp[torch.arange(len(X), device=X.device), nearest] = 0.0
+        return log_resp
+
+    # ------------------------------------------------------------------- fitting
+
+    def fit(self, X, y=None) -> "GaussianMixture":
+        """Fit by EM; keep the best of ``n_init`` runs. Returns self."""
+        self._check_params()
+        X = self._as_tensor(X)
+        n = X.shape[0]
+        if n < self.n_components:
+            raise ValueError(f"n_components={self.n_components} is larger than the number of "
+                             f"points ({n}); use at most {n} components or give more data")
+        gen = torch.Generator().manual_seed(
+            int(self.random_state) if self.random_state is not None else int(torch.seed() % 2**31))
+        best = None
+        for init in range(self.n_init):
+            result = self._fit_once(X, gen, init)
+            if best is None or result["ll"] > best["ll"]:
+                best = result
+        self.weights_, self.means_, self.covariances_ = best["params"]
+        self.precisions_cholesky_ = self._precision_cholesky(self.covariances_)
+        self.converged_ = best["converged"]
+        self.n_iter_ = best["n_iter"]
+        self.log_likelihood_history_ = best["history"]
+        self.lower_bound_ = best["ll"]
+        self.n_features_in_ = X.shape[1]
+        if not self.converged_:
+            warnings.warn(
+                f"EM did not converge in max_iter={self.max_iter} iterations (last change "
+                f"{best['last_change']:.2e} > tol={self.tol:g}); raise max_iter, loosen tol, or "
+                "try other initialisations (n_init)", ConvergenceWarning, stacklevel=2)
+        return self
+
+    def _fit_once(self, X, gen, init: int) -> dict:
+        weights, means, covariances = self._initial_params(X, gen)
+        params = (weights, means, self._precision_cholesky(covariances))
+        ll, log_resp = self._e_step(X, params)
+        history, converged, change = [], False, math.inf
+        # Round-off allowance for the monotonicity check, relative to the size of ll.
+        slack = 1e3 * torch.finfo(X.dtype).eps * max(1.0, abs(ll))
+        it = 0
+        for it in range(1, self.max_iter + 1):
+            weights, means, covariances = self._m_step(X, log_resp)
+            params = (weights, means, self._precision_cholesky(covariances))
+            new_ll, log_resp = self._e_step(X, params)
+            history.append(new_ll)
+            if self.verbose:
+                print(f"init {init} iteration {it}: mean log-likelihood {new_ll:.6f}")
+            if new_ll < ll - slack:
+                msg = (f"EM log-likelihood decreased at iteration {it}: {ll:.10g} -> {new_ll:.10g} "
+                       "(more than round-off); check the data for duplicates or extreme values, "
+                       "or increase reg_covar")
+                if self.monotonic == "raise":
+                    raise MonotonicityError(msg)
+                if self.monotonic == "warn":
+                    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            change = new_ll - ll
+            ll = new_ll
+            if abs(change) < self.tol:
+                converged = True
+                break
+        return {"params": (weights, means, covariances), "ll": ll, "history": history,
+                "converged": converged, "n_iter": it, "last_change": abs(change)}
+
+    # ---------------------------------------------------------------- inference
+
+    def _params(self):
+        return self.weights_, self.means_, self.precisions_cholesky_
+
+    def score_samples(self, X) -> np.ndarray:
+        """log p(x) per sample."""
+        self._check_fitted()
+        X = self._as_tensor(X)
+        self._check_features(X)
+        return torch.logsumexp(self._estimate_weighted_log_prob(X, *self._params()), 1).cpu().numpy()
+
+    def score(self, X, y=None) -> float:
+        """Mean log-likelihood per sample."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X) -> np.ndarray:
+        self._check_fitted()
+        X = self._as_tensor(X)
+        self._check_features(X)
+        _, log_resp = self._e_step(X, self._params())
+        return log_resp.exp().cpu().numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.predict_proba(X).argmax(1)
+
+    def sample(self, n_samples: int = 1, generator: torch.Generator | None = None):
+        """(X, labels): n draws from the fitted mixture, as NumPy arrays."""
+        self._check_fitted()
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        x, labels = self.sample_torch(n_samples, generator)
+        return x.cpu().numpy(), labels.cpu().numpy()
+
+    def sample_torch(self, n_samples: int, generator: torch.Generator | None = None):
+        gen = generator or torch.Generator().manual_seed(
+            int(self.random_state) if self.random_state is not None else int(torch.seed() % 2**31))
+        weights = self.weights_.cpu()
+        labels = torch.multinomial(weights, n_samples, replacement=True, generator=gen)
+        d = self.means_.shape[1]
+        eps = torch.randn(n_samples, d, generator=gen, dtype=self.means_.dtype)
+        means = self.means_.cpu()[labels]
+        if self.covariance_type == "full":
+            chol = torch.linalg.cholesky(self.covariances_.cpu())[labels]  # (n, D, D)
+            x = means + (chol @ eps[:, :, None])[:, :, 0]
+        else:
+            x = means + self.covariances_.cpu()[labels].sqrt() * eps
+        return x, labels
+
+    def _n_parameters(self) -> int:
+        k, d = self.means_.shape
+        cov = k * d * (d + 1) // 2 if self.covariance_type == "full" else k * d
+        return int(cov + k * d + k - 1)
+
+    def bic(self, X) -> float:
+        X = np.asarray(X)
+        return -2 * self.score(X) * len(X) + self._n_parameters() * math.log(len(X))
+
+    def aic(self, X) -> float:
+        X = np.asarray(X)
+        return -2 * self.score(X) * len(X) + 2 * self._n_parameters()
+
+
+def kmeans_plusplus(X: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Indices of k seeds chosen by greedy k-means++ (Arthur & Vassilvitskii 2007): each new
+    seed is the best, by total squared distance, of 2 + log k candidates drawn in proportion
+    to the squared distance to the nearest seed so far."""
+    n = X.shape[0]
+    trials = 2 + int(math.log(k))
+    first = int(torch.randint(n, (1,), generator=gen))
+    idx = [first]
+    closest = ((X - X[first]) ** 2).sum(1)  # (N,)
+    for _ in range(1, k):
+        total = float(closest.sum())
+        if total <= 0:  # all remaining points coincide with seeds
+            rest = [i for i in range(n) if i not in set(idx)]
+            idx.append(rest[0])
+            continue
+        probs = (closest / total).cpu()
+        candidates = torch.multinomial(probs, trials, replacement=True, generator=gen).to(X.device)
+        dist = torch.cdist(X[candidates], X) ** 2  # (trials, N)
+        new_closest = torch.minimum(closest[None], dist)
+        best = int(new_closest.sum(1).argmin())
+        idx.append(int(candidates[best]))
+        closest = new_closest[best]
+    return torch.tensor(idx, device=X.device)

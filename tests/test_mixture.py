@@ -1,0 +1,127 @@
+"""EM for Gaussian mixtures against scikit-learn, and its monotone log-likelihood."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from sklearn.mixture import GaussianMixture as SkGMM
+
+from vaekit.mixture import GaussianMixture, MonotonicityError
+
+
+def blobs(seed, n=600, d=3, k=4):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(k, d))
+    labels = rng.integers(k, size=n)
+    A = rng.normal(size=(k, d, d)) * 0.6
+    return centers[labels] + np.einsum("nij,nj->ni", A[labels], rng.normal(size=(n, d))), labels
+
+
+def shared_init(X, k, cov_type, seed):
+    rng = np.random.default_rng(seed + 100)
+    means = X[rng.choice(len(X), k, replace=False)]
+    weights = np.full(k, 1.0 / k)
+    d = X.shape[1]
+    precisions = np.stack([np.eye(d)] * k) if cov_type == "full" else np.ones((k, d))
+    return dict(weights_init=weights, means_init=means, precisions_init=precisions)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("cov_type", ["full", "diag"])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-6), (torch.float32, 1e-4)])
+def test_matches_sklearn_from_the_same_initialisation(seed, cov_type, dtype, rtol):
+    X, _ = blobs(seed)
+    init = shared_init(X, 4, cov_type, seed)
+    kw = dict(n_components=4, covariance_type=cov_type, tol=1e-9, max_iter=60, reg_covar=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = GaussianMixture(**kw, **init, dtype=dtype).fit(X)
+        ref = SkGMM(**kw, **init).fit(X)
+    assert ours.score(X) == pytest.approx(ref.score(X), rel=rtol)
+    h = np.array(ours.log_likelihood_history_)
+    assert len(h) == ours.n_iter_ and np.all(np.diff(h) >= -1e-9 * abs(h[-1]) - (1e-4 if dtype == torch.float32 else 0))
+
+
+def test_kmeans_plusplus_fit_is_as_good_as_sklearn_and_keeps_best_restart():
+    X, labels = blobs(5, n=1500)
+    ours = GaussianMixture(4, n_init=3, random_state=0).fit(X)
+    ref = SkGMM(4, n_init=3, random_state=0).fit(X)
+    assert ours.converged_ and ours.score(X) >= ref.score(X) - 0.05
+    single = [GaussianMixture(4, n_init=1, random_state=s).fit(X).score(X) for s in range(3)]
+    assert ours.score(X) >= min(single) - 1e-9
+
+
+def test_score_samples_matches_scipy_mixture_density():
+    X, _ = blobs(3, n=200)
+    gm = GaussianMixture(3, random_state=1).fit(X)
+    dens = sum(w * stats.multivariate_normal(m, c).pdf(X)
+               for w, m, c in zip(gm.weights_.numpy(), gm.means_.numpy(), gm.covariances_.numpy()))
+    np.testing.assert_allclose(gm.score_samples(X), np.log(dens), rtol=1e-8)
+    np.testing.assert_allclose(gm.predict_proba(X).sum(1), 1.0)
+    assert gm.predict(X).shape == (200,)
+
+
+def test_bic_aic_and_samples_follow_the_fit():
+    X, _ = blobs(4, n=3000, d=2, k=2)
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    ref = SkGMM(2, random_state=0).fit(X)
+    assert gm.bic(X) == pytest.approx(ref.bic(X), rel=1e-4)
+    assert gm.aic(X) == pytest.approx(ref.aic(X), rel=1e-4)
+    xs, ls = gm.sample(20000, generator=torch.Generator().manual_seed(0))
+    assert xs.shape == (20000, 2) and set(np.unique(ls)) <= {0, 1}
+    np.testing.assert_allclose(xs.mean(0), X.mean(0), atol=0.1)
+    np.testing.assert_allclose(np.bincount(ls) / len(ls), gm.weights_.numpy(), atol=0.02)
+
+
+def test_monotonicity_check_names_the_iteration(monkeypatch):
+    X, _ = blobs(0)
+    gm = GaussianMixture(3, random_state=0, tol=0)
+    real = GaussianMixture._m_step
+    calls = {"n": 0}
+
+    def sabotaged(self, X, log_resp):  # a broken M-step: shift the means at iteration 3
+        w, m, c = real(self, X, log_resp)
+        calls["n"] += 1
+        if calls["n"] == 4:  # the first call is the initialisation
+            m = m + 5.0
+        return w, m, c
+
+    monkeypatch.setattr(GaussianMixture, "_m_step", sabotaged)
+    with pytest.raises(MonotonicityError, match="iteration 3"):
+        gm.fit(X)
+    calls["n"] = 0
+    with pytest.warns(RuntimeWarning, match="iteration 3"):
+        GaussianMixture(3, random_state=0, tol=0, max_iter=5, monotonic="warn").fit(X)
+
+
+def test_convergence_warning_gives_advice():
+    X, _ = blobs(1)
+    from sklearn.exceptions import ConvergenceWarning
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        GaussianMixture(4, max_iter=2, tol=1e-12, random_state=0).fit(X)
+
+
+def test_bad_input_is_one_clear_error():
+    X, _ = blobs(0, n=10)
+    with pytest.raises(ValueError, match="larger than the number of points"):
+        GaussianMixture(11).fit(X)
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="fitted on 3"):
+        gm.predict(np.zeros((2, 4)))
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        GaussianMixture(2).fit(bad)
+    with pytest.raises(ValueError, match="2-D"):
+        GaussianMixture(2).fit(np.zeros(5))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        GaussianMixture(2).score(X)
+
+
+def test_collapsed_component_raises_with_advice():
+    X = np.repeat(np.eye(3), 20, axis=0)  # three points repeated: zero variance clusters
+    with pytest.raises(ValueError, match="reg_covar"):
+        GaussianMixture(3, reg_covar=0.0, random_state=0).fit(X)
+    GaussianMixture(3, reg_covar=1e-3, random_state=0).fit(X)  # regularisation saves it
