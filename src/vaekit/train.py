@@ -73,7 +73,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(model, cfg) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    """Adam; the fused kernel (one pass over all parameters, 3-4x faster than the default
+    per-tensor loops on a CPU) wherever this torch build has it for the device."""
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=cfg.train.lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without it
+        return torch.optim.Adam(params, lr=cfg.train.lr)
 
 
 def make_scheduler(optimizer, cfg):
@@ -273,6 +279,7 @@ class Trainer:
     def _fit(self, resume: bool) -> dict:
         cfg, t = self.cfg, self.cfg.train
         if resume:
+            _remove_stale_temporaries(self.run_dir)
             self.restore()
             self._trim_metrics()
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -310,7 +317,7 @@ class Trainer:
                         self.scaler.unscale_(self.optimizer)
                     else:
                         loss.backward()
-                    norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else math.inf)
+                    norm = _grad_norm(params, t.grad_clip)
                     if not torch.isfinite(norm) and not self.scaler:
                         name = next((nm for nm, p in self.model.named_parameters()
                                      if p.grad is not None and not torch.isfinite(p.grad).all()), "?")
@@ -392,6 +399,24 @@ class Trainer:
         return {"epochs": self.state.epoch, "steps": self.state.step, "best_epoch": self.state.best_epoch,
                 "best_valid_objective": self.state.best, "interrupted": interrupted,
                 "stopped_early": stopped_early, "train_seconds": round(self.state.seconds, 3)}
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files of writes that a killed process never renamed (never the real files)."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _grad_norm(params, clip: float) -> torch.Tensor:
+    """The gradients' global norm (non-finite if any gradient is), clipped when clip > 0."""
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def _progress(total: int, initial: int, epoch: int, t):

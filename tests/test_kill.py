@@ -1,0 +1,76 @@
+"""SIGKILL at random moments during training never leaves an unusable run directory."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from vaekit import checkpoint as ckpt
+from vaekit.runs import load_run
+from vaekit.train import LATEST
+
+ARGS = ["--data", "digits", "--set", "model.hidden=[512, 512]", "--latent-dim", "8",
+        "--set", "data.max_train=256", "--batch-size", "32", "--quiet", "--set", "train.threads=1",
+        "--importance-samples", "4"]
+
+
+def start(*args):
+    return subprocess.Popen([sys.executable, "-m", "vaekit", "train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_repeated_sigkill_while_checkpointing_then_resume(tmp_path):
+    run = tmp_path / "run"
+    rng = random.Random(0)
+    proc = start(*ARGS, "--epochs", "400", "--out", str(run))
+    deadline = time.time() + 120
+    while not (run / LATEST).exists():  # the first kill comes once a checkpoint exists
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    kills = 0
+    for i in range(8):
+        time.sleep(rng.uniform(0.05, 1.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+        tensors, meta = ckpt.load(run / LATEST)  # always a whole checkpoint
+        assert meta["kind"] == "training" and any(k.startswith("model.") for k in tensors)
+        load_run(run)  # the run stays usable
+        proc = start("--resume", str(run), "--epochs", "400", "--quiet", "--importance-samples", "4")
+        time.sleep(1.5)  # let the resumed process get past its imports before the next kill
+    assert kills >= 6
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    epoch = ckpt.load(run / LATEST)[1]["state"]["epoch"]
+    done = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--epochs",
+                           str(epoch + 2), "--quiet", "--importance-samples", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    import json
+    assert [json.loads(l)["epoch"] for l in lines] == list(range(1, epoch + 3))
+
+
+def test_ctrl_c_saves_and_exits_cleanly_and_resume_continues(tmp_path):
+    run = tmp_path / "run"
+    proc = start(*ARGS, "--epochs", "400", "--out", str(run))
+    deadline = time.time() + 120
+    while not (run / LATEST).exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and f"vaekit train --resume {run}" in err
+    state = ckpt.load(run / LATEST)[1]["state"]
+    done = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--epochs",
+                           str(state["epoch"] + 1), "--quiet", "--importance-samples", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "test ELBO" in done.stdout
