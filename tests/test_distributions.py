@@ -117,3 +117,23 @@ def test_gaussian_log_densities_match_scipy_with_constants():
     ref = stats.norm.logpdf(x.numpy(), params[:, 0].numpy(), sigma.numpy()).sum(1)
     np.testing.assert_allclose(learned.log_prob(x).detach().numpy(), ref, rtol=1e-5)
     assert learned.log_prob(x).shape == (4,)
+
+
+def test_fused_bernoulli_matches_torch_distributions_in_value_and_gradient():
+    torch.manual_seed(4)
+    logits = (3 * torch.randn(3, 5, 1, 4, 4)).requires_grad_()  # (S, B, P, H, W)
+    x = torch.rand(5, 4, 4).round()  # broadcasts over the sample dim
+    ours = BernoulliLikelihood()(logits, 2).log_prob(x)
+    ref = torch.distributions.Independent(
+        torch.distributions.Bernoulli(logits=logits.squeeze(2)), 2).log_prob(x)
+    assert ours.shape == (3, 5)
+    torch.testing.assert_close(ours, ref)
+    weights = torch.randn(3, 5)
+    (g_ours,) = torch.autograd.grad((ours * weights).sum(), logits)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), logits)
+    torch.testing.assert_close(g_ours, g_ref)
+    # gradients with respect to both arguments, by finite differences
+    from vaekit.distributions import _BernoulliLogLik
+    grey = torch.rand(5, 4, 4, dtype=torch.float64, requires_grad=True)
+    wide = 3 * torch.randn(3, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda l, v: _BernoulliLogLik.apply(l, v, 2), (wide, grey))
