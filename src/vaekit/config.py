@@ -58,7 +58,8 @@ class ModelConfig:
     latent_dim: int = 16
     # Hidden layer widths of the MLP encoder; the decoder mirrors them.
     hidden: list[int] = field(default_factory=lambda: [512, 256])
-    # relu, tanh, elu, gelu, softplus, leaky_relu, silu
+    # relu, tanh, elu, gelu, softplus, leaky_relu, silu, or linear (with gated units:
+    # h = (W1 x) * sigmoid(W2 x), Tomczak & Welling 2018)
     activation: str = "relu"
     # Gated units h = a(W1 x) * sigmoid(W2 x) (Dauphin et al. 2017; Tomczak & Welling 2018).
     gated: bool = False
@@ -140,7 +141,7 @@ _CHOICES = {
     "data.binarize": ("auto", "none", "dynamic", "static"),
     "data.scaling": ("auto", "none", "standardize"),
     "model.architecture": ("mlp", "conv"),
-    "model.activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "silu"),
+    "model.activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "silu", "linear"),
     "model.likelihood": ("auto", "bernoulli", "gaussian", "gaussian-learned"),
     "model.prior": ("normal", "diag-normal", "mixture", "vamp"),
     "train.lr_schedule": ("none", "cosine", "exponential"),

@@ -20,6 +20,8 @@ ACTIVATIONS = {
     "softplus": nn.Softplus,
     "leaky_relu": nn.LeakyReLU,
     "silu": nn.SiLU,
+    # no non-linearity: with gated units, h = (W1 x) * sigmoid(W2 x) as Tomczak & Welling
+    "linear": nn.Identity,
 }
 
 
