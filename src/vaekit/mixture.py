@@ -164,6 +164,25 @@ class GaussianMixture:
         weights = nk / nk.sum()
         return weights, means, covariances
 
+    def _regularisation_allowance(self, covariances: torch.Tensor, weights: torch.Tensor) -> float:
+        """How far the mean log-likelihood may fall in one EM step because ``reg_covar`` is
+        added to the covariances, so that the M-step is not the exact maximiser.
+
+        EM guarantees l(new) - l(old) >= Q(new | old) - Q(old | old). Weights and means are
+        exact maximisers of Q; a covariance S + lambda I in place of the maximiser S loses
+        (n_k / 2) sum_i [log(1 + lambda / s_i) - lambda / (s_i + lambda)] of Q, s_i the
+        eigenvalues of S. So l may fall by at most the sum of these over components, per
+        point; a larger fall is a real violation. Infinite when some s_i is 0."""
+        lam = self.reg_covar
+        if lam == 0:
+            return 0.0
+        ev = torch.linalg.eigvalsh(covariances) if self.covariance_type == "full" else covariances
+        s = ev - lam  # eigenvalues of the unregularised S
+        if bool((s <= 0).any()):
+            return math.inf
+        per_component = (torch.log1p(lam / s) - lam / ev).sum(-1)  # (K,)
+        return float(0.5 * (weights * per_component).sum())  # n_k / N = weights
+
     # ------------------------------------------------------------ initialisation
 
     def _initial_params(self, X: torch.Tensor, gen: torch.Generator):
@@ -242,10 +261,11 @@ class GaussianMixture:
             history.append(new_ll)
             if self.verbose:
                 print(f"init {init} iteration {it}: mean log-likelihood {new_ll:.6f}")
-            if new_ll < ll - slack:
+            if new_ll < ll - slack and new_ll < ll - slack - self._regularisation_allowance(
+                    covariances, weights):
                 msg = (f"EM log-likelihood decreased at iteration {it}: {ll:.10g} -> {new_ll:.10g} "
-                       "(more than round-off); check the data for duplicates or extreme values, "
-                       "or increase reg_covar")
+                       "(more than round-off and the reg_covar allowance); check the data for "
+                       "duplicates or extreme values")
                 if self.monotonic == "raise":
                     raise MonotonicityError(msg)
                 if self.monotonic == "warn":
@@ -344,3 +364,54 @@ def kmeans_plusplus(X: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tens
         idx.append(int(candidates[best]))
         closest = new_closest[best]
     return torch.tensor(idx, device=X.device)
+
+
+# ------------------------------------------------------------- latent samplers for a VAE
+
+
+def parse_sampler(text: str) -> tuple[str, str | None]:
+    """``"prior"``, ``"gmm"`` or ``"class:LABEL"`` -> (kind, label)."""
+    if text in ("prior", "gmm"):
+        return text, None
+    if text.startswith("class:") and len(text) > 6:
+        return "class", text[6:]
+    raise ValueError(f"unknown sampler {text!r}; use prior, gmm or class:LABEL (e.g. class:3)")
+
+
+def resolve_class(label: str, class_names: list[str] | None, labels) -> int:
+    """A class given by name (as the dataset names it) or by index -> its index."""
+    if labels is None or class_names is None:
+        raise ValueError("the class:LABEL sampler needs a dataset with class labels; this run's "
+                         "data has none (use --sampler gmm)")
+    if label in class_names:
+        return class_names.index(label)
+    if label.isdigit() and int(label) < len(class_names):
+        return int(label)
+    raise ValueError(f"unknown class {label!r}; this run's classes are: {', '.join(class_names)}")
+
+
+def fit_latent_mixture(codes: torch.Tensor, n_components: int = 10, seed: int = 0,
+                       covariance_type: str = "full") -> GaussianMixture:
+    """Ex-post density estimation (Ghosh et al. 2020): a mixture fitted to posterior means."""
+    k = max(1, min(n_components, len(codes) // 5 or 1))
+    return GaussianMixture(k, covariance_type=covariance_type, random_state=seed, n_init=2,
+                           reg_covar=1e-4, max_iter=200).fit(codes.double())
+
+
+def latent_sampler(kind: str, prior=None, codes: torch.Tensor | None = None, labels=None,
+                   target: int | None = None, n_components: int = 10, seed: int = 0):
+    """A function n -> z of shape (n, L): from the prior, from a mixture fitted to all codes
+    (``gmm``), or from a mixture fitted to the codes of one class (``class``)."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "prior":
+        return lambda n: prior.sample((n,))
+    if kind == "gmm":
+        gm = fit_latent_mixture(codes, n_components, seed)
+    elif kind == "class":
+        mine = codes[torch.as_tensor(labels) == target]
+        if len(mine) < 2:
+            raise ValueError(f"class {target} has {len(mine)} training codes; too few to fit")
+        gm = fit_latent_mixture(mine, min(3, n_components), seed)
+    else:
+        raise ValueError(f"unknown sampler kind {kind!r}")
+    return lambda n: gm.sample_torch(n, gen)[0].float()
