@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
 
 from . import __version__
 
@@ -43,6 +45,8 @@ def _add_train(sub) -> None:
     p.add_argument("--prior", help="normal, diag-normal, mixture or vamp")
     p.add_argument("--importance-samples", type=int,
                    help="K for the final log p(x) estimate (default: eval.importance_samples)")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write RUN/report.html at the end (report.enabled = false)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
@@ -59,12 +63,79 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--device", default="cpu")
 
 
+def _run_arg(p, data: bool = True) -> None:
+    p.add_argument("run_dir", metavar="RUN", help="a run directory written by `vaekit train`")
+    p.add_argument("--data-dir", help="where the run's data files are now, if they moved")
+    if data:
+        p.add_argument("--data", help="other data for the model (a built-in name or a file) "
+                                      "instead of the run's test split")
+
+
+def _add_explore(sub) -> None:
+    p = sub.add_parser("sample", help="generate new examples from a trained run")
+    _run_arg(p, data=False)
+    p.add_argument("-n", type=int, default=64, help="how many (default 64)")
+    p.add_argument("--sampler", default="prior",
+                   help="prior (default), gmm (a mixture fitted to the training codes) or "
+                        "class:LABEL (a mixture fitted to one class's codes)")
+    p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of its mean")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="a .png grid (images), .npy, .npz or .csv (default RUN/samples.png "
+                                 "or RUN/samples.npy)")
+
+    p = sub.add_parser("reconstruct", help="reconstruct examples through the model")
+    _run_arg(p)
+    p.add_argument("-n", type=int, default=20, help="how many examples (default 20; 0 = all)")
+    p.add_argument("--out", help="a .png (originals above reconstructions), .npy, .npz or .csv "
+                                 "(default RUN/reconstructions.png or .npy)")
+
+    p = sub.add_parser("encode", help="write the latent codes of data")
+    _run_arg(p)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                   help="which split of the run's data (default test)")
+    p.add_argument("--stochastic", action="store_true",
+                   help="one draw z ~ q(z|x) per example instead of the posterior mean")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="codes.npy, codes.npz (codes and labels) or codes.csv "
+                                 "(a label column when there are labels); default RUN/codes.npz")
+
+    p = sub.add_parser("interpolate", help="decode the straight line between two examples' codes")
+    _run_arg(p)
+    p.add_argument("--from", dest="start", type=int, required=True, help="index of the first example")
+    p.add_argument("--to", dest="end", type=int, required=True, help="index of the second example")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--out", help="a .png row or .npy (default RUN/interpolation-I-J.png or .npy)")
+
+    p = sub.add_parser("report", help="write RUN/report.html: figures, numbers, latent explorer")
+    _run_arg(p, data=False)
+    p.add_argument("--tsne", action="store_true", help="add a t-SNE picture of the codes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--importance-samples", "-k", type=int,
+                   help="evaluate anew with K samples instead of reading evaluation.json")
+    p.add_argument("--explorer-grid", type=int, default=32, help="explorer cells per side")
+
+    p = sub.add_parser("gmm", help="fit a Gaussian mixture by EM to data or to codes")
+    p.add_argument("data", metavar="DATA_OR_CODES",
+                   help="a .npy/.npz/.csv file (e.g. codes from `vaekit encode`) or a built-in dataset")
+    p.add_argument("--components", "-k", type=int, required=True, help="number of components K")
+    p.add_argument("--covariance-type", choices=("full", "diag"), default="full")
+    p.add_argument("--max-iter", type=int, default=200)
+    p.add_argument("--tol", type=float, default=1e-6, help="stop when the mean log-likelihood "
+                                                           "rises by less (default 1e-6)")
+    p.add_argument("--n-init", type=int, default=1)
+    p.add_argument("--reg-covar", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir")
+    p.add_argument("--out", help="folder for the figures (default: DATA's name + '-gmm')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaekit", description="Variational auto-encoders: train, evaluate, explore.")
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_explore(sub)
     p = sub.add_parser("datasets", help="list the built-in datasets and whether they are present")
     p.add_argument("--data-dir")
     sub.add_parser("presets", help="list the named configurations")
@@ -87,11 +158,14 @@ def _overrides(args) -> list[dict]:
             updates.append({section: {key: value}})
     if args.quiet:
         updates.append({"train": {"progress": False}})
+    if args.no_report:
+        updates.append({"report": {"enabled": False}})
     return updates
 
 
 def cmd_train(args) -> int:
     from . import config as config_mod
+    from .evaluate import format_table
     from .runs import resume_config, train_and_evaluate
 
     overrides = _overrides(args)
@@ -115,25 +189,14 @@ def cmd_train(args) -> int:
     print(f"run: {run}")
     print(f"epochs: {summary['epochs']} (best {summary['best_epoch']}), "
           f"train time {summary['train_seconds']:.1f} s")
-    print(_table(ev))
+    print(format_table(ev))
+    if "report" in summary:
+        print(f"report: {summary['report']}")
     return 0
 
 
-def _table(ev: dict) -> str:
-    rows = [
-        ("test ELBO", f"{ev['elbo']:.3f}"),
-        ("  reconstruction E_q log p(x|z)", f"{ev['reconstruction']:.3f}"),
-        ("  KL(q(z|x) || p(z))", f"{ev['kl']:.3f}"),
-        (f"log p(x) (K = {ev['importance_samples']})", f"{ev['log_px']:.3f} ± {ev['log_px_stderr']:.3f}"),
-        ("gap log p(x) - ELBO", f"{ev['gap']:.3f}"),
-        ("active units", f"{ev['active_units']} / {ev['latent_dim']}"),
-        ("test examples", f"{ev['n_test']}"),
-    ]
-    width = max(len(r[0]) for r in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows) + "\n(nats per example)"
-
-
 def cmd_evaluate(args) -> int:
+    from .evaluate import format_table
     from .runs import evaluate_run
 
     if args.importance_samples < 1:
@@ -145,7 +208,7 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(result))
     else:
         print(f"run: {args.run_dir} ({args.split} set, {result['seconds']:.1f} s)")
-        print(_table(result))
+        print(format_table(result))
     return 0
 
 
@@ -170,8 +233,151 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _inputs(args, model):
+    from .explore import run_split, user_inputs
+
+    if getattr(args, "data", None):
+        return user_inputs(model, args.data, args.data_dir)
+    return run_split(model, getattr(args, "split", "test"), args.data_dir)
+
+
+def _default_out(args, stem: str, image: bool) -> str:
+    from pathlib import Path
+
+    return str(Path(args.run_dir) / f"{stem}.{'png' if image else 'npy'}")
+
+
+def cmd_sample(args) -> int:
+    from .explore import grid_columns, sample, write_output
+    from .runs import load_run
+
+    model = load_run(args.run_dir)
+    image = bool(model.data_spec.image)
+    out = args.out or _default_out(args, "samples", image)
+    _check_out(out)
+    x, _ = sample(model, args.n, args.sampler, seed=args.seed, data_dir=args.data_dir, draw=args.draw)
+    print(write_output(out, x, image=image, cols=grid_columns(len(x))))
+    return 0
+
+
+def cmd_reconstruct(args) -> int:
+    from . import plots
+    from .checkpoint import atomic_write_bytes
+    from .explore import reconstruct, to_raw, write_output
+    from .runs import load_run
+
+    model = load_run(args.run_dir)
+    image = bool(model.data_spec.image)
+    out = args.out or _default_out(args, "reconstructions", image)
+    _check_out(out)
+    if args.n < 0:
+        raise ValueError(f"-n must be 0 (all) or positive, got {args.n}")
+    inputs = _inputs(args, model)
+    x = inputs.x[:args.n] if args.n else inputs.x
+    recon = to_raw(model, reconstruct(model, x))
+    if out.lower().endswith(".png") and image:
+        fig = plots.reconstructions(to_raw(model, x).clamp(0, 1).numpy(), recon.clamp(0, 1).numpy())
+        atomic_write_bytes(out, plots.png_bytes(fig))
+        print(out)
+    else:
+        print(write_output(out, recon, image=image))
+    return 0
+
+
+def cmd_encode(args) -> int:
+    import torch
+
+    from .explore import encode, write_output
+    from .runs import load_run
+
+    model = load_run(args.run_dir)
+    out = args.out or os.path.join(args.run_dir, "codes.npz")
+    _check_out(out)
+    if out.lower().endswith(".png"):
+        raise ValueError(f"{out}: codes are arrays; write .npy, .npz or .csv")
+    inputs = _inputs(args, model)
+    codes = encode(model, inputs.x, stochastic=args.stochastic,
+                   generator=torch.Generator().manual_seed(args.seed))
+    names = [f"z{i + 1}" for i in range(codes.shape[1])]
+    print(write_output(out, codes, labels=inputs.labels, columns=names))
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    from .explore import interpolate, to_raw, write_output
+    from .runs import load_run
+
+    model = load_run(args.run_dir)
+    image = bool(model.data_spec.image)
+    out = args.out or _default_out(args, f"interpolation-{args.start}-{args.end}", image)
+    _check_out(out)
+    inputs = _inputs(args, model)
+    n = len(inputs.x)
+    for name, i in (("--from", args.start), ("--to", args.end)):
+        if not 0 <= i < n:
+            raise ValueError(f"{name} {i} is not an example index of {inputs.source}, which has "
+                             f"{n} examples (0 to {n - 1})")
+    path = interpolate(model, inputs.x[[args.start]], inputs.x[[args.end]], args.steps)[0]
+    print(write_output(out, to_raw(model, path), image=image, cols=args.steps))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    if args.importance_samples is not None and args.importance_samples < 1:
+        raise ValueError(f"--importance-samples must be at least 1, got {args.importance_samples}")
+    if not 2 <= args.explorer_grid <= 128:
+        raise ValueError(f"--explorer-grid must be between 2 and 128, got {args.explorer_grid}")
+    print(build_report(args.run_dir, data_dir=args.data_dir, seed=args.seed, tsne=args.tsne,
+                       explorer_grid=args.explorer_grid, importance_samples=args.importance_samples))
+    return 0
+
+
+def cmd_gmm(args) -> int:
+    from .report import gmm_report
+
+    result = gmm_report(args.data, args.components, covariance_type=args.covariance_type,
+                      max_iter=args.max_iter, tol=args.tol, n_init=args.n_init,
+                      reg_covar=args.reg_covar, seed=args.seed, data_dir=args.data_dir,
+                      out=args.out)
+    print(f"# EM for a {args.components}-component Gaussian mixture ({args.covariance_type} "
+          f"covariance) on {result['n']} points of dimension {result['d']}")
+    print(f"{'iteration':>9}  {'mean log-likelihood':>20}  {'change':>12}")
+    prev = None
+    for i, ll in enumerate(result["history"], 1):
+        change = "" if prev is None else f"{ll - prev:+.3e}"
+        print(f"{i:>9}  {ll:>20.6f}  {change:>12}")
+        prev = ll
+    print(f"converged: {'yes' if result['converged'] else 'no'} after {result['n_iter']} iterations")
+    print(f"BIC {result['bic']:.2f}   AIC {result['aic']:.2f}   (lower is better)")
+    for path in result["figures"]:
+        print(path)
+    return 0
+
+
+def _check_out(out: str) -> None:
+    from pathlib import Path
+
+    from .errors import VaekitError
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".png", ".npy", ".npz", ".csv"):
+        raise VaekitError(f"--out {out}: unknown output type {suffix or '(none)'!r}; use .png, "
+                          ".npy, .npz or .csv")
+    if Path(out).is_dir():
+        raise VaekitError(f"--out {out} is a folder; give a file name")
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "datasets": cmd_datasets,
-            "presets": cmd_presets}
+            "presets": cmd_presets, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
+            "encode": cmd_encode, "interpolate": cmd_interpolate, "report": cmd_report,
+            "gmm": cmd_gmm}
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Library warnings (e.g. EM's ConvergenceWarning) as one ``warning:`` line."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    warnings.showwarning = _one_line_warning
     from .errors import VaekitError
 
     try:

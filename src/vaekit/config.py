@@ -117,11 +117,22 @@ class EvalConfig:
 
 
 @dataclass
+class ReportConfig:
+    # Write RUN/report.html (figures, evaluation, latent explorer) at the end of `train`.
+    enabled: bool = True
+    # Add a t-SNE picture of the codes when the latent space has more than 2 dimensions.
+    tsne: bool = False
+    # Cells per side of the latent explorer's precomputed grid (2-D latent spaces).
+    explorer_grid: int = 32
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,7 +163,7 @@ _CHOICES = {
 _POSITIVE = (
     "model.latent_dim", "model.sigma", "model.min_sigma", "model.prior_components",
     "train.epochs", "train.batch_size", "train.lr", "train.importance_samples",
-    "train.lr_gamma", "eval.importance_samples", "eval.chunk_mib",
+    "train.lr_gamma", "eval.importance_samples", "eval.chunk_mib", "report.explorer_grid",
 )
 _NON_NEGATIVE = (
     "train.beta", "train.warmup_epochs", "train.grad_clip", "train.patience",
@@ -183,6 +194,9 @@ def _validate(cfg: Config) -> None:
     for key in ("model.hidden", "model.conv_channels"):
         if any(h <= 0 for h in flat[key]):
             raise ConfigError(f"{key} must hold positive widths, got {flat[key]!r}")
+    if not 2 <= cfg.report.explorer_grid <= 128:
+        raise ConfigError(f"report.explorer_grid must be between 2 and 128 cells per side, got "
+                          f"{cfg.report.explorer_grid}")
     if cfg.model.architecture == "conv" and not cfg.model.conv_channels:
         raise ConfigError("model.conv_channels must name at least one layer for a conv model")
     if cfg.model.prior == "diag-normal":

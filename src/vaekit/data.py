@@ -499,6 +499,38 @@ def read_raw(name: str, data_dir: Path | None, seed: int) -> RawData:
     raise DataError(f"unknown dataset {name!r}: not a built-in name ({known}) nor an existing file")
 
 
+def read_points(name: str, data_dir: Path | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points for a mixture fit: an (N, D) float64 array and labels (or None) from a
+    ``.npy``/``.npz``/``.csv`` file (codes written by ``vaekit encode``, say) or a built-in
+    dataset's training split. A 1-D array is N points of one feature; images are flattened."""
+    if name in SOURCES:
+        raw = SOURCES[name].loader(data_dir, seed)
+        x, y = raw.splits["train"], raw.labels.get("train")
+    else:
+        path = Path(name).expanduser()
+        if path.suffix.lower() not in (".npy", ".npz", ".csv"):
+            known = ", ".join(sorted(SOURCES))
+            raise DataError(f"{name}: give a .npy, .npz or .csv file, or a built-in dataset ({known})")
+        x, y = _read_array_file(path)
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{name}: data must be numeric, got dtype {x.dtype}")
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"{name}: holds no points")
+    x = x.reshape(len(x), -1).astype(np.float64)
+    if not np.isfinite(x).all():
+        row = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise DataError(f"{name}: holds NaN or infinite values (first in row {row}); remove or "
+                        "impute them")
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"{name}: {len(y)} labels for {len(x)} points; they must match")
+    return x, y
+
+
 def resolve_likelihood(choice: str, raw: RawData) -> str:
     return raw.likelihood if choice == "auto" else choice
 

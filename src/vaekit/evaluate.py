@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import torch
 
 from .objectives import importance_sampled
@@ -100,3 +101,114 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         "log_abs_det_jacobian": jac,
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def table_rows(ev: dict) -> list[tuple[str, str]]:
+    """The evaluation as (quantity, value) rows: what ``train``, ``evaluate`` and the report
+    print."""
+    return [
+        ("test ELBO", f"{ev['elbo']:.3f}"),
+        ("  reconstruction E_q log p(x|z)", f"{ev['reconstruction']:.3f}"),
+        ("  KL(q(z|x) || p(z))", f"{ev['kl']:.3f}"),
+        (f"log p(x) (K = {ev['importance_samples']})", f"{ev['log_px']:.3f} ± {ev['log_px_stderr']:.3f}"),
+        ("gap log p(x) - ELBO", f"{ev['gap']:.3f}"),
+        ("active units", f"{ev['active_units']} / {ev['latent_dim']}"),
+        ("test examples", f"{ev['n_test']}"),
+    ]
+
+
+def format_table(ev: dict) -> str:
+    rows = table_rows(ev)
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows) + "\n(nats per example)"
+
+
+# ----------------------------------------------------------- what the latent space shows
+
+
+def latent_knn_accuracy(train_codes, train_labels, test_codes, test_labels, k: int = 5) -> float:
+    """Accuracy of a k-nearest-neighbour classifier on latent codes: how well classes form
+    separate regions (1.0: every test code sits among codes of its own class)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    clf = KNeighborsClassifier(n_neighbors=min(k, len(train_codes)))
+    clf.fit(_np(train_codes), _np(train_labels))
+    return float((clf.predict(_np(test_codes)) == _np(test_labels)).mean())
+
+
+def manifold_rank_correlation(codes, coordinate) -> dict:
+    """Spearman rank correlation between the latent codes and a known 1-D manifold
+    coordinate (the swiss roll's t).
+
+    ``per_dimension``: each latent coordinate against t. ``best_direction``: t against the
+    codes' projection on the direction that best predicts t's ranks (least squares of
+    rank(t) on the codes, then Spearman of that projection): an unrolled manifold need not
+    align with a latent axis. 1.0 means the codes order the examples exactly as t does."""
+    from scipy.stats import rankdata, spearmanr
+
+    codes, t = np.asarray(_np(codes), dtype=np.float64), np.asarray(_np(coordinate), dtype=np.float64)
+    per = [float(spearmanr(codes[:, j], t).statistic) for j in range(codes.shape[1])]
+    design = np.c_[codes, np.ones(len(codes))]
+    coef, *_ = np.linalg.lstsq(design, rankdata(t), rcond=None)
+    best = float(spearmanr(design @ coef, t).statistic)
+    return {"per_dimension": per, "best_direction": best}
+
+
+def class_sample_agreement(samples, target: int, classifier) -> float:
+    """The fraction of generated samples that ``classifier`` (trained on real data)
+    assigns to the class they were generated for."""
+    return float((classifier.predict(_np(samples).reshape(len(samples), -1)) == target).mean())
+
+
+def real_data_classifier(x, labels, max_examples: int = 10_000, k: int = 5):
+    """A k-NN classifier on raw features of real data, the judge of generated samples."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, labels = _np(x)[:max_examples], _np(labels)[:max_examples]
+    return KNeighborsClassifier(n_neighbors=min(k, len(x))).fit(x.reshape(len(x), -1), labels)
+
+
+@torch.no_grad()
+def latent_metrics(model, data, *, seed: int = 0, samples_per_class: int = 100,
+                   max_classes: int = 20) -> dict:
+    """What the latent space shows, as numbers (the report prints these):
+
+    - discrete labels: ``knn_accuracy``, a 5-NN classifier fitted on the posterior means of
+      the training data and scored on those of the test data (how separate the classes'
+      regions are); ``class_samples``: for each class, the fraction of ``class:LABEL``
+      samples that a 5-NN classifier trained on real training data assigns to that class,
+      next to that classifier's own accuracy on real test data;
+    - continuous labels (swiss roll): ``rank_correlation`` (:func:`manifold_rank_correlation`).
+    """
+    from .explore import Inputs, encode, sample, to_raw
+
+    model.eval()
+    out: dict = {"latent_dim": model.latent_dim}
+    if data.train_labels is None or data.test_labels is None:
+        return out
+    train_codes, test_codes = encode(model, data.train), encode(model, data.test)
+    if data.train_labels.is_floating_point():
+        out["rank_correlation"] = manifold_rank_correlation(test_codes, data.test_labels)
+        return out
+    out["knn_accuracy"] = latent_knn_accuracy(train_codes, data.train_labels, test_codes,
+                                              data.test_labels)
+    judge = real_data_classifier(to_raw(model, data.train), data.train_labels)
+    real = to_raw(model, data.test)
+    out["classifier_test_accuracy"] = float(
+        (judge.predict(_np(real).reshape(len(real), -1)) == _np(data.test_labels)).mean())
+    codes = Inputs(train_codes, data.train_labels, data.spec.class_names, "train")
+    names = data.spec.class_names or [str(int(c)) for c in torch.unique(data.train_labels)]
+    per_class = {}
+    for c in range(min(len(names), max_classes)):
+        if int((data.train_labels == c).sum()) < 2:
+            continue
+        x, _ = sample(model, samples_per_class, f"class:{names[c]}", seed=seed + c, codes=codes)
+        per_class[names[c]] = class_sample_agreement(x, c, judge)
+    out["class_samples"] = per_class
+    out["class_samples_mean"] = float(np.mean(list(per_class.values()))) if per_class else None
+    out["samples_per_class"] = samples_per_class
+    return out
+
+
+def _np(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a

@@ -9,6 +9,7 @@ Layout of a run directory::
     checkpoints/best.safetensors    full training state at the best validation epoch
     evaluation.json               the last ``evaluate`` result on the test set
     summary.json                  what ``train`` did: epochs, time, best epoch
+    report.html, figures/, latent.json   the report (``vaekit report``; written by ``train``)
 
 :func:`train_and_evaluate` is the whole of ``vaekit train`` as one function that tests call
 with a tiny config; :func:`load_run` gives back the trained model.
@@ -189,6 +190,12 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
     ckpt.atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=1))
     summary["evaluation"] = result
     ckpt.atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=1))
+    if cfg.report.enabled:
+        from .report import build_report
+
+        summary["report"] = str(build_report(run_dir, data_dir=cfg.data.data_dir or None,
+                                             seed=cfg.train.seed, tsne=cfg.report.tsne,
+                                             explorer_grid=cfg.report.explorer_grid))
     return summary
 
 
