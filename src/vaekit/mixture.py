@@ -49,7 +49,7 @@ class GaussianMixture:
                  init_params: str = "k-means++", weights_init=None, means_init=None,
                  precisions_init=None, random_state: int | None = None,
                  dtype: torch.dtype = torch.float64, device: str | torch.device | None = None,
-                 monotonic: str = "raise", verbose: int = 0):
+                 monotonic: str = "raise", verbose: int = 0, cache_bytes: int = 256 * 2**20):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.tol = tol
@@ -65,6 +65,7 @@ class GaussianMixture:
         self.device = device
         self.monotonic = monotonic
         self.verbose = verbose
+        self.cache_bytes = cache_bytes
 
     # ------------------------------------------------------------------ validation
 
@@ -122,20 +123,41 @@ class GaussianMixture:
                 f"{self.reg_covar:g}; increase reg_covar, use fewer components, or remove "
                 "duplicate points")
 
-    def _log_gaussian(self, X: torch.Tensor, means, prec_chol) -> torch.Tensor:
-        """log N(x_n | mu_k, Sigma_k) for all n, k: (N, K)."""
-        n, d = X.shape
+    def _points(self, X) -> "_Points":
+        return X if isinstance(X, _Points) else _Points(X, self.covariance_type)
+
+    def _log_gaussian(self, X, means, prec_chol) -> torch.Tensor:
+        """log N(x_n | mu_k, Sigma_k) for all n, k: (N, K).
+
+        Full covariances, D <= 64: the Mahalanobis terms as matrix products over the
+        points' outer products, (x - mu)^T P (x - mu) = vec(x x^T) . vec(P) - 2 x^T P mu
+        + mu^T P mu with P = U U^T, on data centred once (so the expansion loses nothing
+        to cancellation); no (N, K, D) temporary. Wider data: y = (x - mu)^T U for all k in
+        one product per chunk of rows. Diagonal: the same expansion per coordinate."""
+        pts = self._points(X)
+        n, d = pts.X.shape
         k = means.shape[0]
+        mc = means - pts.shift  # (K, D), centred like the points
         if self.covariance_type == "full":
             log_det = torch.log(torch.diagonal(prec_chol, dim1=-2, dim2=-1)).sum(-1)  # (K,)
-            # y_nk = (x_n - mu_k)^T U_k for all k in one matmul: (N, D) @ (D, K*D) -> (N, K*D)
-            offset = torch.einsum("kd,kde->ke", means, prec_chol).reshape(-1)  # mu_k^T U_k
-            y = torch.addmm(-offset, X, prec_chol.permute(1, 0, 2).reshape(d, k * d))
-            maha = y.square_().view(n, k, d).sum(-1)  # (N, K), in place: no second temporary
+            if pts.outer_products:
+                prec = prec_chol @ prec_chol.transpose(-1, -2)  # (K, D, D)
+                prec_mean = (prec @ mc[..., None])[..., 0]  # (K, D)
+                maha = pts.quadratic(prec.reshape(k, d * d))  # (N, K)
+                maha.addmm_(pts.Xc, prec_mean.T, alpha=-2).add_((mc * prec_mean).sum(1))
+            else:
+                maha = torch.empty(n, k, dtype=pts.X.dtype, device=pts.X.device)
+                offset = torch.einsum("kd,kde->ke", mc, prec_chol).reshape(-1)  # mu_k^T U_k
+                flat_u = prec_chol.permute(1, 0, 2).reshape(d, k * d)
+                for i in range(0, n, pts.rows):
+                    y = torch.addmm(-offset, pts.Xc[i:i + pts.rows], flat_u)  # (rows, K*D)
+                    maha[i:i + pts.rows] = y.square_().view(-1, k, d).sum(-1)
+            maha.clamp_(min=0)  # the expansion's round-off can dip below zero
         else:
             prec = prec_chol**2  # (K, D)
             log_det = torch.log(prec_chol).sum(-1)
-            maha = ((means**2 * prec).sum(1) - 2 * X @ (means * prec).T + (X * X) @ prec.T)
+            maha = pts.Xc2 @ prec.T
+            maha.addmm_(pts.Xc, (mc * prec).T, alpha=-2).add_((mc**2 * prec).sum(1)).clamp_(min=0)
         return -0.5 * (d * math.log(2 * math.pi) + maha) + log_det
 
     def _estimate_weighted_log_prob(self, X, weights, means, prec_chol) -> torch.Tensor:
@@ -143,26 +165,39 @@ class GaussianMixture:
 
     def _e_step(self, X, params):
         weighted = self._estimate_weighted_log_prob(X, *params)  # (N, K)
-        log_norm = torch.logsumexp(weighted, 1)  # (N,)
+        log_norm = _logsumexp_rows(weighted)  # (N,)
         return float(log_norm.mean()), weighted - log_norm[:, None]
 
     def _m_step(self, X, log_resp):
-        resp = log_resp.exp()
-        nk = resp.sum(0) + 10 * torch.finfo(X.dtype).eps  # (K,)
-        means = resp.T @ X / nk[:, None]  # (K, D)
+        """Weights, means and covariances maximising EM's Q for responsibilities r; the
+        covariance is sum_n r_nk x_n x_n^T / n_k - mu_k mu_k^T (+ reg_covar), from the
+        centred points' outer products in one product when D <= 64."""
+        pts = self._points(X)
+        # Subnormal numbers are ~20x slower on x86 and float32 meets them often: a
+        # responsibility below sqrt(tiny) (1e-19 in float32) is set to 0, so that neither it,
+        # nor exp's intermediates, nor its products in the sums below are subnormal. Its
+        # share of n_k is < 1e-19.
+        floor = _half_log_tiny(log_resp.dtype)
+        resp = log_resp.clamp(min=floor).exp_().masked_fill_(log_resp <= floor, 0.0)
+        nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps  # (K,)
+        mc = resp.T @ pts.Xc / nk[:, None]  # (K, D) centred means
+        d = pts.X.shape[1]
         if self.covariance_type == "full":
-            covs = []
-            eye = torch.eye(X.shape[1], dtype=X.dtype, device=X.device)
-            for k in range(means.shape[0]):
-                diff = X - means[k]
-                covs.append((resp[:, k, None] * diff).T @ diff / nk[k] + self.reg_covar * eye)
-            covariances = torch.stack(covs)
+            eye = torch.eye(d, dtype=resp.dtype, device=resp.device)
+            if pts.outer_products:
+                second = pts.weighted_outer(resp).view(-1, d, d) / nk[:, None, None]  # (K, D, D)
+                covariances = second - mc[:, :, None] * mc[:, None, :]
+                covariances = 0.5 * (covariances + covariances.transpose(-1, -2)) + self.reg_covar * eye
+            else:
+                covs = []
+                for k in range(mc.shape[0]):
+                    diff = pts.Xc - mc[k]
+                    covs.append((resp[:, k, None] * diff).T @ diff / nk[k] + self.reg_covar * eye)
+                covariances = torch.stack(covs)
         else:
-            avg_x2 = resp.T @ (X * X) / nk[:, None]
-            avg_xm = means * (resp.T @ X) / nk[:, None]
-            covariances = avg_x2 - 2 * avg_xm + means**2 + self.reg_covar
+            covariances = resp.T @ pts.Xc2 / nk[:, None] - mc**2 + self.reg_covar
         weights = nk / nk.sum()
-        return weights, means, covariances
+        return weights, mc + pts.shift, covariances
 
     def _regularisation_allowance(self, covariances: torch.Tensor, weights: torch.Tensor) -> float:
         """How far the mean log-likelihood may fall in one EM step because ``reg_covar`` is
@@ -185,7 +220,8 @@ class GaussianMixture:
 
     # ------------------------------------------------------------ initialisation
 
-    def _initial_params(self, X: torch.Tensor, gen: torch.Generator):
+    def _initial_params(self, pts: "_Points", gen: torch.Generator):
+        X = pts.X
         n, d = X.shape
         k = self.n_components
         if self.means_init is not None:
@@ -199,7 +235,7 @@ class GaussianMixture:
                 prec = torch.as_tensor(np.asarray(self.precisions_init), dtype=X.dtype, device=X.device)
                 covariances = torch.linalg.inv(prec) if self.covariance_type == "full" else 1.0 / prec
             else:
-                _, _, covariances = self._m_step(X, self._hard_log_resp(X, means))
+                _, _, covariances = self._m_step(pts, self._hard_log_resp(X, means))
             return weights, means, covariances
         if self.init_params == "k-means++":
             idx = kmeans_plusplus(X, k, gen)
@@ -207,7 +243,7 @@ class GaussianMixture:
             idx = torch.randperm(n, generator=gen)[:k].to(X.device)
         log_resp = torch.full((n, k), -math.inf, dtype=X.dtype, device=X.device)
         log_resp[idx, torch.arange(k, device=X.device)] = 0.0  # one point per component
-        return self._m_step(X, log_resp)
+        return self._m_step(pts, log_resp)
 
     def _hard_log_resp(self, X, means):
         nearest = torch.cdist(X, means).argmin(1)
@@ -227,9 +263,10 @@ class GaussianMixture:
                              f"points ({n}); use at most {n} components or give more data")
         gen = torch.Generator().manual_seed(
             int(self.random_state) if self.random_state is not None else int(torch.seed() % 2**31))
+        pts = _Points(X, self.covariance_type, cache_bytes=self.cache_bytes)
         best = None
         for init in range(self.n_init):
-            result = self._fit_once(X, gen, init)
+            result = self._fit_once(pts, gen, init)
             if best is None or result["ll"] > best["ll"]:
                 best = result
         self.weights_, self.means_, self.covariances_ = best["params"]
@@ -246,18 +283,19 @@ class GaussianMixture:
                 "try other initialisations (n_init)", ConvergenceWarning, stacklevel=2)
         return self
 
-    def _fit_once(self, X, gen, init: int) -> dict:
-        weights, means, covariances = self._initial_params(X, gen)
+    def _fit_once(self, pts, gen, init: int) -> dict:
+        X = pts.X
+        weights, means, covariances = self._initial_params(pts, gen)
         params = (weights, means, self._precision_cholesky(covariances))
-        ll, log_resp = self._e_step(X, params)
+        ll, log_resp = self._e_step(pts, params)
         history, converged, change = [], False, math.inf
         # Round-off allowance for the monotonicity check, relative to the size of ll.
         slack = 1e3 * torch.finfo(X.dtype).eps * max(1.0, abs(ll))
         it = 0
         for it in range(1, self.max_iter + 1):
-            weights, means, covariances = self._m_step(X, log_resp)
+            weights, means, covariances = self._m_step(pts, log_resp)
             params = (weights, means, self._precision_cholesky(covariances))
-            new_ll, log_resp = self._e_step(X, params)
+            new_ll, log_resp = self._e_step(pts, params)
             history.append(new_ll)
             if self.verbose:
                 print(f"init {init} iteration {it}: mean log-likelihood {new_ll:.6f}")
@@ -288,7 +326,7 @@ class GaussianMixture:
         self._check_fitted()
         X = self._as_tensor(X)
         self._check_features(X)
-        return torch.logsumexp(self._estimate_weighted_log_prob(X, *self._params()), 1).cpu().numpy()
+        return _logsumexp_rows(self._estimate_weighted_log_prob(X, *self._params())).cpu().numpy()
 
     def score(self, X, y=None) -> float:
         """Mean log-likelihood per sample."""
@@ -339,6 +377,67 @@ class GaussianMixture:
     def aic(self, X) -> float:
         X = np.asarray(X)
         return -2 * self.score(X) * len(X) + 2 * self._n_parameters()
+
+
+def _half_log_tiny(dtype: torch.dtype) -> float:
+    """log sqrt(tiny): about -43.7 in float32, -354 in float64. exp of anything above it,
+    and every product of two such numbers, stays a normal number."""
+    return 0.5 * math.log(torch.finfo(dtype).tiny)
+
+
+def _logsumexp_rows(a: torch.Tensor) -> torch.Tensor:
+    """log sum_k exp(a_nk) per row, with exponents clamped at log sqrt(tiny) so that exp
+    meets no subnormal number (slow on x86); the sum, at least 1, changes by at most
+    K sqrt(tiny) (1e-19 relative in float32), far below round-off."""
+    top = a.amax(1, keepdim=True)  # (N, 1)
+    shifted = (a - top).clamp_(min=_half_log_tiny(a.dtype))
+    return top[:, 0] + shifted.exp_().sum(1).log_()
+
+
+class _Points:
+    """The data as EM uses them, prepared once per fit: centred on their mean (every
+    quadratic expansion is then free of cancellation; ``shift`` is added back to the
+    means), with the squares (diagonal covariances) or the outer products x x^T (full
+    covariances, D <= 64) in chunks of about 8 MB, kept in memory up to ``cache_bytes``
+    and otherwise recomputed chunk by chunk at each use."""
+
+    MAX_OUTER_DIM = 64
+
+    def __init__(self, X: torch.Tensor, covariance_type: str, cache_bytes: int = 0):
+        self.X = X
+        n, d = X.shape
+        self.shift = X.mean(0)
+        self.Xc = X - self.shift  # (N, D)
+        self.Xc2 = self.Xc.square() if covariance_type == "diag" else None
+        self.outer_products = covariance_type == "full" and d <= self.MAX_OUTER_DIM
+        width = d * d if self.outer_products else d * max(d, 1)
+        self.rows = max(1, (8 * 2**20) // (width * X.element_size()))
+        self._cache = None
+        if self.outer_products and n * d * d * X.element_size() <= cache_bytes:
+            self._cache = [self._outer(i) for i in range(0, n, self.rows)]
+
+    def _outer(self, i: int) -> torch.Tensor:
+        xc = self.Xc[i:i + self.rows]
+        return (xc[:, :, None] * xc[:, None, :]).reshape(len(xc), -1)  # (rows, D*D)
+
+    def _chunks(self):
+        for j, i in enumerate(range(0, len(self.X), self.rows)):
+            yield i, (self._cache[j] if self._cache is not None else self._outer(i))
+
+    def quadratic(self, flat: torch.Tensor) -> torch.Tensor:
+        """x_n^T A_k x_n for all n, k, given A as (K, D*D): (N, K)."""
+        out = torch.empty(len(self.X), flat.shape[0], dtype=self.X.dtype, device=self.X.device)
+        for i, xx in self._chunks():
+            torch.mm(xx, flat.T, out=out[i:i + len(xx)])
+        return out
+
+    def weighted_outer(self, resp: torch.Tensor) -> torch.Tensor:
+        """sum_n r_nk x_n x_n^T for all k: (K, D*D)."""
+        d = self.X.shape[1]
+        acc = torch.zeros(resp.shape[1], d * d, dtype=self.X.dtype, device=self.X.device)
+        for i, xx in self._chunks():
+            acc.addmm_(resp[i:i + len(xx)].T, xx)
+        return acc
 
 
 def kmeans_plusplus(X: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
