@@ -47,6 +47,19 @@ def run_cli(*args: str, cwd=None, env=None, timeout=300) -> subprocess.Completed
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Downloads go to a fresh folder, never the user's cache (the CLI subprocesses inherit
+    the variable); nothing in the suite reaches beyond 127.0.0.1."""
+    old = os.environ.get("VAEKIT_CACHE_DIR")
+    os.environ["VAEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("vaekit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("VAEKIT_CACHE_DIR", None)
+    else:
+        os.environ["VAEKIT_CACHE_DIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

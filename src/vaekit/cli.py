@@ -45,6 +45,8 @@ def _add_train(sub) -> None:
     p.add_argument("--prior", help="normal, diag-normal, mixture or vamp")
     p.add_argument("--importance-samples", type=int,
                    help="K for the final log p(x) estimate (default: eval.importance_samples)")
+    p.add_argument("--download", action="store_true",
+                   help="download a built-in dataset's missing files into the cache (data.download)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write RUN/report.html at the end (report.enabled = false)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -138,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explore(sub)
     p = sub.add_parser("datasets", help="list the built-in datasets and whether they are present")
     p.add_argument("--data-dir")
+    p = sub.add_parser("download", help="download a built-in dataset's files into the cache, verified")
+    p.add_argument("name", help="mnist, fashion-mnist or binarized-mnist")
+    p.add_argument("--mirror", default="", help="another base URL to fetch the files from")
     sub.add_parser("presets", help="list the named configurations")
     return parser
 
@@ -160,6 +165,8 @@ def _overrides(args) -> list[dict]:
         updates.append({"train": {"progress": False}})
     if args.no_report:
         updates.append({"report": {"enabled": False}})
+    if args.download:
+        updates.append({"data": {"download": True}})
     return updates
 
 
@@ -221,7 +228,18 @@ def cmd_datasets(args) -> int:
     print("  ".join(c.upper().ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(r[c].ljust(widths[c]) for c in cols))
-    print("\nOr give a path: a .npy/.npz array or a .csv of numbers (--data PATH).")
+    from .download import cache_dir
+
+    print(f"\nDownloads go to {cache_dir()} ($VAEKIT_CACHE_DIR): `vaekit download NAME`.")
+    print("Or give a path (--data PATH): a folder of PNG/JPEG images (one sub-folder per class "
+          "for labels), a .npy/.npz array, or a .csv of numbers.")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .data import download_source
+
+    print(download_source(args.name, args.mirror))
     return 0
 
 
@@ -372,7 +390,7 @@ def _check_out(out: str) -> None:
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "datasets": cmd_datasets,
             "presets": cmd_presets, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
             "encode": cmd_encode, "interpolate": cmd_interpolate, "report": cmd_report,
-            "gmm": cmd_gmm}
+            "gmm": cmd_gmm, "download": cmd_download}
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):

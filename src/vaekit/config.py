@@ -49,6 +49,12 @@ class DataConfig:
     split_seed: int = 0
     # Use only the first N training examples (0 = all); handy for quick experiments.
     max_train: int = 0
+    # A folder of images: resize every image to [H, W] ([] = keep; then all must match).
+    image_size: list[int] = field(default_factory=list)
+    # Download a built-in dataset's missing files into the cache (see `vaekit download`).
+    download: bool = False
+    # Another base URL to download from instead of the publishers' (a local mirror).
+    mirror: str = ""
 
 
 @dataclass
@@ -194,6 +200,10 @@ def _validate(cfg: Config) -> None:
     for key in ("model.hidden", "model.conv_channels"):
         if any(h <= 0 for h in flat[key]):
             raise ConfigError(f"{key} must hold positive widths, got {flat[key]!r}")
+    size = cfg.data.image_size
+    if size and (len(size) != 2 or any(v < 1 or v > 4096 for v in size)):
+        raise ConfigError(f"data.image_size must be [] or [height, width] with sizes from 1 to "
+                          f"4096, got {size!r}")
     if not 2 <= cfg.report.explorer_grid <= 128:
         raise ConfigError(f"report.explorer_grid must be between 2 and 128 cells per side, got "
                           f"{cfg.report.explorer_grid}")

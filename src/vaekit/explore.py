@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import dataset_for_spec, read_raw, data_dir_from
+from .data import Where, data_dir_from, dataset_for_spec, read_raw
 from .errors import DataError, VaekitError
 from .mixture import latent_sampler, parse_sampler, resolve_class
 
@@ -53,7 +53,8 @@ def user_inputs(model, name: str, data_dir: str | None = None) -> Inputs:
     """Other data for a trained model: a built-in dataset (its test split, else all of it)
     or a user's file, transformed as the run's data was and checked against the model."""
     spec = model.data_spec
-    raw = read_raw(name, data_dir_from(data_dir), spec.split_seed)
+    size = tuple(spec.image_size) if spec.image_size else None
+    raw = read_raw(name, Where(data_dir_from(data_dir), spec.split_seed, image_size=size))
     split = "test" if "test" in raw.splits else "train"
     x = np.asarray(raw.splits[split], dtype=np.float32)
     if tuple(x.shape[1:]) != tuple(spec.shape):

@@ -435,10 +435,10 @@ def gmm_report(data: str, components: int, *, covariance_type: str = "full", max
     """Fit a Gaussian mixture by EM to the points in ``data`` and draw the fit and the
     log-likelihood per iteration into ``out`` (``mixture_fit.png``,
     ``log_likelihood.png``). Returns the numbers (history, BIC, AIC) and the figure paths."""
-    from .data import data_dir_from, read_points
+    from .data import Where, data_dir_from, read_points
     from .mixture import GaussianMixture
 
-    x, labels = read_points(data, data_dir_from(data_dir), seed)
+    x, labels = read_points(data, Where(data_dir_from(data_dir), seed))
     gm = GaussianMixture(components, covariance_type=covariance_type, max_iter=max_iter, tol=tol,
                          n_init=n_init, reg_covar=reg_covar, random_state=seed).fit(x)
     folder = Path(out) if out else Path(f"{Path(data).stem}-gmm")
