@@ -216,3 +216,15 @@ def test_rank_correlation_finds_a_rotated_order():
     assert rc["best_direction"] > 0.99
     assert max(abs(v) for v in rc["per_dimension"]) < 0.9
     assert manifold_rank_correlation(rng.normal(size=(500, 2)), t)["best_direction"] < 0.2
+
+
+def test_knn_rank_correlation_sees_a_curved_order_the_straight_one_misses():
+    from vaekit.evaluate import manifold_rank_correlation
+
+    rng = np.random.default_rng(0)
+    t = rng.uniform(1.5 * np.pi, 4.5 * np.pi, 2000)
+    spiral = np.c_[t * np.cos(t), t * np.sin(t)] / 10  # codes on a spiral ordered by t
+    rc = manifold_rank_correlation(spiral[1000:], t[1000:], spiral[:1000], t[:1000])
+    assert rc["knn"] > 0.99 and rc["best_direction"] < 0.6
+    shuffled = manifold_rank_correlation(spiral[1000:], rng.permutation(t[1000:]), spiral[:1000], t[:1000])
+    assert abs(shuffled["knn"]) < 0.1

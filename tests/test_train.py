@@ -124,3 +124,27 @@ def test_every_prior_trains(tmp_path, prior):
         model["prior_scales"] = [1.0, 0.5, 2.0, 1.0]
     summary = train_and_evaluate(tiny_config(model=model), tmp_path / "run")
     assert math.isfinite(summary["evaluation"]["log_px"])
+
+
+def test_tensorboard_writes_scalars_and_sample_images(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_and_evaluate(tiny_config(train={"epochs": 3, "tensorboard": True}), tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    rows = metrics(tmp_path / "run")
+    elbo = events.Scalars("train/elbo")
+    assert [e.step for e in elbo] == [1, 2, 3]
+    assert [e.value for e in elbo] == pytest.approx([r["train_elbo"] for r in rows], rel=1e-6)
+    assert [e.step for e in events.Scalars("valid/kl")] == [1, 2, 3]
+    assert len(events.Images("samples/prior_means")) == 3
+
+
+def test_tensorboard_missing_is_one_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from vaekit.errors import VaekitError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    with pytest.raises(VaekitError, match="pip install tensorboard"):
+        train_and_evaluate(tiny_config(train={"tensorboard": True}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -47,6 +47,8 @@ def _add_train(sub) -> None:
                    help="K for the final log p(x) estimate (default: eval.importance_samples)")
     p.add_argument("--download", action="store_true",
                    help="download a built-in dataset's missing files into the cache (data.download)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write scalars and sample images to RUN/tensorboard (needs tensorboard)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write RUN/report.html at the end (report.enabled = false)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -167,6 +169,8 @@ def _overrides(args) -> list[dict]:
         updates.append({"report": {"enabled": False}})
     if args.download:
         updates.append({"data": {"download": True}})
+    if args.tensorboard:
+        updates.append({"train": {"tensorboard": True}})
     return updates
 
 
@@ -188,6 +192,8 @@ def cmd_train(args) -> int:
     summary = train_and_evaluate(cfg, args.out if not args.resume else args.resume,
                                  resume=bool(args.resume), evaluate_samples=args.importance_samples)
     run = summary["run_dir"]
+    if summary.get("rank", 0) != 0:
+        return EXIT_INTERRUPTED if summary["interrupted"] else 0  # rank 0 reports
     if summary["interrupted"]:
         print(f"interrupted after {summary['steps']} steps; state saved. Continue with: "
               f"vaekit train --resume {run}", file=sys.stderr)
@@ -404,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # under torchrun only rank 0 speaks; the others report warnings and errors
+    quiet_rank = os.environ.get("RANK", "0") not in ("", "0")
+    logging.basicConfig(level=logging.WARNING if quiet_rank else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
     warnings.showwarning = _one_line_warning
     from .errors import VaekitError
 

@@ -111,6 +111,9 @@ class TrainConfig:
     precision: str = "fp32"
     # Show a progress bar on a terminal.
     progress: bool = True
+    # Write scalars and sample images for TensorBoard into RUN/tensorboard/ (needs the
+    # tensorboard package).
+    tensorboard: bool = False
 
 
 @dataclass

@@ -697,6 +697,14 @@ def load_dataset(data_cfg, likelihood: str = "auto") -> Dataset:
     image_size = tuple(data_cfg.image_size) if data_cfg.image_size else None
     raw = read_raw(data_cfg.name, Where(data_dir, data_cfg.split_seed, data_cfg.download,
                                         data_cfg.mirror, image_size))
+    return prepare_dataset(raw, data_cfg, likelihood, data_dir)
+
+
+def prepare_dataset(raw: RawData, data_cfg, likelihood: str = "auto",
+                    data_dir: Path | None = None) -> Dataset:
+    """Split, binarise and scale what a source yielded, as ``data_cfg`` says (a fraction of
+    0 leaves that split empty: the scikit-learn estimator's way)."""
+    image_size = tuple(data_cfg.image_size) if data_cfg.image_size else None
     likelihood = resolve_likelihood(likelihood, raw)
     binarize = data_cfg.binarize
     if binarize == "auto":
@@ -711,13 +719,14 @@ def load_dataset(data_cfg, likelihood: str = "auto") -> Dataset:
         if labels["train"] is not None:
             labels["train"] = labels["train"][: data_cfg.max_train]
     for split, x in splits.items():
-        if len(x) == 0:
+        if len(x) == 0 and (split == "train" or getattr(data_cfg, f"{split}_fraction") > 0):
             raise DataError(f"dataset {data_cfg.name!r} leaves no examples for the {split} split; "
                             "give more data or change data.valid_fraction/test_fraction")
     tensors = {s: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for s, x in splits.items()}
 
     if binarize != "none":
-        lo, hi = min(float(t.min()) for t in tensors.values()), max(float(t.max()) for t in tensors.values())
+        lo = min(float(t.min()) for t in tensors.values() if len(t))
+        hi = max(float(t.max()) for t in tensors.values() if len(t))
         if lo < 0 or hi > 1:
             raise DataError(f"cannot binarise {data_cfg.name!r}: values lie in [{lo:g}, {hi:g}], "
                             "not in [0, 1]")
@@ -762,7 +771,7 @@ def _split(raw: RawData, cfg) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
         fractions = {"test": cfg.test_fraction, "valid": cfg.valid_fraction}
         start = 0
         for s in need:
-            k = max(1, int(round(fractions[s] * n)))
+            k = max(1, int(round(fractions[s] * n))) if fractions[s] > 0 else 0
             idx = order[start:start + k]
             splits[s] = train[idx]
             labels[s] = y[idx] if y is not None else None

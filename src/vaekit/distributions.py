@@ -46,6 +46,12 @@ from torch.distributions import (
 MIN_SCALE = 1e-5
 
 
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision network outputs (under bf16/fp16 autocast) as float32; float32 and
+    float64 pass unchanged. Every log-density is computed at least in float32."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor, event_dims: int = 1) -> Independent:
     return Independent(Normal(loc, scale, validate_args=False), event_dims, validate_args=False)
 
@@ -202,7 +208,7 @@ class BernoulliLikelihood(Likelihood):
     name = "bernoulli"
 
     def forward(self, params, event_dims):
-        logits = params.squeeze(-1 - event_dims).float()  # P = 1: a view, free backward
+        logits = full_precision(params.squeeze(-1 - event_dims))  # P = 1: a view, free backward
         return BernoulliImage(logits, event_dims)
 
     def check_data(self, x, what):
@@ -223,7 +229,7 @@ class GaussianLikelihood(Likelihood):
         self.sigma = float(sigma)
 
     def forward(self, params, event_dims):
-        loc = params.squeeze(-1 - event_dims).float()
+        loc = full_precision(params.squeeze(-1 - event_dims))
         return Independent(Normal(loc, self.sigma, validate_args=False), event_dims,
                            validate_args=False)
 
@@ -238,8 +244,8 @@ class LearnedGaussianLikelihood(Likelihood):
 
     def forward(self, params, event_dims):
         dim = -1 - event_dims
-        loc = params.select(dim, 0).float()
-        scale = F.softplus(params.select(dim, 1).float()) + self.min_sigma
+        loc = full_precision(params.select(dim, 0))
+        scale = F.softplus(full_precision(params.select(dim, 1))) + self.min_sigma
         return Independent(Normal(loc, scale, validate_args=False), event_dims,
                            validate_args=False)
 

@@ -35,8 +35,8 @@ def decoder_floats_per_sample(model) -> int:
              for m in model.decoder.modules() if len(list(m.children())) == 0]
     try:
         with torch.no_grad():
-            device = next(model.parameters()).device
-            out = model.decoder(torch.zeros(1, model.latent_dim, device=device))
+            first = next(model.parameters())
+            out = model.decoder(torch.zeros(1, model.latent_dim, device=first.device, dtype=first.dtype))
     finally:
         for h in hooks:
             h.remove()
@@ -44,8 +44,8 @@ def decoder_floats_per_sample(model) -> int:
 
 
 def plan_chunks(model, n: int, samples: int, chunk_mib: int) -> tuple[int, int]:
-    """(data batch B, samples per chunk k) so that B * k * floats * 4 bytes <= chunk_mib."""
-    per_sample = 4 * decoder_floats_per_sample(model)
+    """(data batch B, samples per chunk k) so that B * k * floats * (bytes per float) <= chunk_mib."""
+    per_sample = next(model.parameters()).element_size() * decoder_floats_per_sample(model)
     rows = max(1, (chunk_mib * 2**20) // per_sample)  # latent samples decoded at once
     batch = max(1, min(n, 256, rows))
     chunk = max(1, min(samples, rows // batch))
@@ -136,22 +136,32 @@ def latent_knn_accuracy(train_codes, train_labels, test_codes, test_labels, k: i
     return float((clf.predict(_np(test_codes)) == _np(test_labels)).mean())
 
 
-def manifold_rank_correlation(codes, coordinate) -> dict:
-    """Spearman rank correlation between the latent codes and a known 1-D manifold
-    coordinate (the swiss roll's t).
+def manifold_rank_correlation(codes, coordinate, train_codes=None, train_coordinate=None,
+                              k: int = 5) -> dict:
+    """Spearman rank correlations between latent codes and a known 1-D manifold coordinate
+    t (the swiss roll's position along the roll); 1.0 means the codes order the examples
+    exactly as t does.
 
-    ``per_dimension``: each latent coordinate against t. ``best_direction``: t against the
-    codes' projection on the direction that best predicts t's ranks (least squares of
-    rank(t) on the codes, then Spearman of that projection): an unrolled manifold need not
-    align with a latent axis. 1.0 means the codes order the examples exactly as t does."""
+    - ``per_dimension``: each latent coordinate against t;
+    - ``best_direction``: t against the projection of the codes on the direction that best
+      predicts t's ranks (least squares of rank(t) on the codes): how *straight* the
+      unrolling is; an unrolled manifold need not align with a latent axis;
+    - ``knn``: t against its k-NN prediction from the codes, the regressor fitted on
+      ``train_codes`` (when given): whether t is a smooth function of the position in latent
+      space, however curved the path the codes trace."""
     from scipy.stats import rankdata, spearmanr
 
     codes, t = np.asarray(_np(codes), dtype=np.float64), np.asarray(_np(coordinate), dtype=np.float64)
     per = [float(spearmanr(codes[:, j], t).statistic) for j in range(codes.shape[1])]
     design = np.c_[codes, np.ones(len(codes))]
     coef, *_ = np.linalg.lstsq(design, rankdata(t), rcond=None)
-    best = float(spearmanr(design @ coef, t).statistic)
-    return {"per_dimension": per, "best_direction": best}
+    out = {"per_dimension": per, "best_direction": float(spearmanr(design @ coef, t).statistic)}
+    if train_codes is not None:
+        from sklearn.neighbors import KNeighborsRegressor
+
+        knn = KNeighborsRegressor(n_neighbors=k).fit(_np(train_codes), _np(train_coordinate))
+        out["knn"] = float(spearmanr(knn.predict(codes), t).statistic)
+    return out
 
 
 def class_sample_agreement(samples, target: int, classifier) -> float:
@@ -178,7 +188,8 @@ def latent_metrics(model, data, *, seed: int = 0, samples_per_class: int = 100,
       regions are); ``class_samples``: for each class, the fraction of ``class:LABEL``
       samples that a 5-NN classifier trained on real training data assigns to that class,
       next to that classifier's own accuracy on real test data;
-    - continuous labels (swiss roll): ``rank_correlation`` (:func:`manifold_rank_correlation`).
+    - continuous labels (swiss roll): ``rank_correlation`` (:func:`manifold_rank_correlation`:
+      along the best straight direction, and through a 5-NN regressor on the codes).
     """
     from .explore import Inputs, encode, sample, to_raw
 
@@ -188,7 +199,8 @@ def latent_metrics(model, data, *, seed: int = 0, samples_per_class: int = 100,
         return out
     train_codes, test_codes = encode(model, data.train), encode(model, data.test)
     if data.train_labels.is_floating_point():
-        out["rank_correlation"] = manifold_rank_correlation(test_codes, data.test_labels)
+        out["rank_correlation"] = manifold_rank_correlation(test_codes, data.test_labels,
+                                                            train_codes, data.train_labels)
         return out
     out["knn_accuracy"] = latent_knn_accuracy(train_codes, data.train_labels, test_codes,
                                               data.test_labels)

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent
 
-from .distributions import MIN_SCALE, Likelihood, Prior, build_likelihood, build_prior, diagonal_normal
+from .distributions import (MIN_SCALE, Likelihood, Prior, build_likelihood, build_prior,
+                            diagonal_normal, full_precision)
 from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 
 
@@ -34,7 +35,7 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> Independent:
         """q(z|x), batch shape ``x.shape[:-len(x_shape)]``, event shape ``(L,)``."""
         params = self.encoder(x)  # (B, 2, L)
-        loc, raw_scale = params.float().unbind(-2)
+        loc, raw_scale = full_precision(params).unbind(-2)
         return diagonal_normal(loc, F.softplus(raw_scale) + MIN_SCALE)
 
     def decode(self, z: torch.Tensor) -> Distribution:

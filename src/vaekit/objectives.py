@@ -32,10 +32,21 @@ class Terms:
     objective: torch.Tensor  # the bound being maximised (-loss at beta = 1)
 
 
-def elbo(model, x: torch.Tensor, beta: float = 1.0, samples: int = 1) -> Terms:
+def reparameterize(posterior, samples: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """z = mu + sigma * eps, (S, B, L), differentiable in mu and sigma. ``noise`` gives eps
+    (standard normal, (S, B, L)); without it eps is drawn from torch's global generator.
+    The trainer passes it so that an example's eps does not depend on how a batch is split
+    across processes."""
+    if noise is None:
+        return posterior.rsample((samples,))
+    return posterior.mean + posterior.stddev * noise.to(posterior.mean.dtype)
+
+
+def elbo(model, x: torch.Tensor, beta: float = 1.0, samples: int = 1,
+         noise: torch.Tensor | None = None) -> Terms:
     posterior = model.encode(x)
     prior = model.prior
-    z = posterior.rsample((samples,))  # (S, B, L)
+    z = reparameterize(posterior, samples, noise)  # (S, B, L)
     reconstruction = model.decode(z).log_prob(x).mean(0)  # (S, B) -> (B,)
     kl = kl_term(posterior, prior, z)  # (B,)
     value = reconstruction - kl
@@ -50,14 +61,15 @@ def log_weights(model, x: torch.Tensor, posterior, prior, z: torch.Tensor):
     return log_lik + prior.log_prob(z) - posterior.log_prob(z), log_lik
 
 
-def iwae_bound(model, x: torch.Tensor, samples: int, beta: float = 1.0) -> Terms:
+def iwae_bound(model, x: torch.Tensor, samples: int, beta: float = 1.0,
+               noise: torch.Tensor | None = None) -> Terms:
     """The importance-weighted bound L_K, differentiable (for training with K > 1).
 
     ``beta`` is accepted for a uniform signature; L_K has no separate KL weight, so only
     the reported ELBO parts use it. The reported ELBO uses the same K samples."""
     posterior = model.encode(x)
     prior = model.prior
-    z = posterior.rsample((samples,))  # (K, B, L)
+    z = reparameterize(posterior, samples, noise)  # (K, B, L)
     log_w, log_lik = log_weights(model, x, posterior, prior, z)  # (K, B)
     bound = torch.logsumexp(log_w, 0) - math.log(samples)  # (B,)
     reconstruction = log_lik.mean(0)
@@ -67,10 +79,11 @@ def iwae_bound(model, x: torch.Tensor, samples: int, beta: float = 1.0) -> Terms
 
 
 def objective_for(samples: int) -> Callable[..., Terms]:
-    """The training objective for K importance samples: the ELBO at K = 1, L_K above."""
+    """The training objective for K importance samples, called as
+    ``objective(model, x, beta, noise)``: the ELBO at K = 1, L_K above."""
     if samples <= 1:
-        return elbo
-    return lambda model, x, beta=1.0: iwae_bound(model, x, samples, beta)
+        return lambda model, x, beta=1.0, noise=None: elbo(model, x, beta, 1, noise)
+    return lambda model, x, beta=1.0, noise=None: iwae_bound(model, x, samples, beta, noise)
 
 
 @dataclass
@@ -81,7 +94,9 @@ class Estimates:
 
 
 @torch.no_grad()
-def importance_sampled(model, x: torch.Tensor, samples: int, chunk: int) -> Estimates:
+def importance_sampled(model, x: torch.Tensor, samples: int, chunk: int,
+                       generator: torch.Generator | None = None,
+                       shared: bool = False) -> Estimates:
     """log p(x) ~= log 1/K sum_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x), for a batch x of B examples.
 
     The K samples are drawn ``chunk`` at a time; the decoder then holds about
@@ -89,23 +104,33 @@ def importance_sampled(model, x: torch.Tensor, samples: int, chunk: int) -> Esti
     P = likelihood parameters per dimension), whatever K is. The logsumexp over chunks is
     accumulated exactly: logsumexp(a ++ b) = logaddexp(logsumexp(a), logsumexp(b)).
     The same samples give a K-sample estimate of the ELBO's two parts.
+
+    With ``shared=True`` (and a ``generator``) every example uses the same standard normal
+    eps_1..eps_K, z_k = mu(x) + sigma(x) eps_k: still an unbiased estimate for each example,
+    and one that depends on that example alone, not on the batch it came in (what
+    scikit-learn's ``score_samples`` contract asks).
     """
     posterior = model.encode(x)
     prior = model.prior
     closed_kl = analytic_kl(posterior, prior)
-    running = torch.full(posterior.batch_shape, -math.inf, device=x.device)
+    running = torch.full(posterior.batch_shape, -math.inf, device=x.device, dtype=posterior.mean.dtype)
     lik_sum = torch.zeros(posterior.batch_shape, device=x.device, dtype=torch.float64)
     kl_sum = torch.zeros_like(lik_sum)
     done = 0
     while done < samples:
         k = min(chunk, samples - done)
-        z = posterior.sample((k,))  # (k, B, L)
+        if generator is None:
+            z = posterior.sample((k,))  # (k, B, L)
+        else:  # eps from the caller's generator; shared: one eps_k for every example
+            shape = (k, 1 if shared else len(x), model.latent_dim)
+            z = reparameterize(posterior, k, torch.randn(shape, generator=generator).to(x.device))
         log_w, log_lik = log_weights(model, x, posterior, prior, z)  # (k, B)
         running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
         lik_sum += log_lik.double().sum(0)
         if closed_kl is None:
             kl_sum += (posterior.log_prob(z) - prior.log_prob(z)).double().sum(0)
         done += k
-    kl = closed_kl if closed_kl is not None else (kl_sum / samples).float()
+    dtype = posterior.mean.dtype
+    kl = closed_kl if closed_kl is not None else (kl_sum / samples).to(dtype)
     return Estimates(log_px=running - math.log(samples),
-                     reconstruction=(lik_sum / samples).float(), kl=kl)
+                     reconstruction=(lik_sum / samples).to(dtype), kl=kl)

@@ -357,7 +357,11 @@ def _latent_rows(latent: dict) -> list[tuple[str, str]]:
                      f"{latent['classifier_test_accuracy']:.3f}"))
     if "rank_correlation" in latent:
         rc = latent["rank_correlation"]
-        rows.append(("Spearman rank correlation, codes vs manifold coordinate (best direction)",
+        if "knn" in rc:
+            rows.append(("Spearman rank correlation of the manifold coordinate with its 5-NN "
+                         "prediction from the codes (a smooth order, straight or curved)",
+                         f"{rc['knn']:.3f}"))
+        rows.append(("Spearman rank correlation, codes vs manifold coordinate (best straight direction)",
                      f"{rc['best_direction']:.3f}"))
         rows.append(("&nbsp;&nbsp;per latent dimension",
                      ", ".join(f"{v:.3f}" for v in rc["per_dimension"])))

@@ -26,6 +26,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import config as config_mod
+from . import distributed
 from .config import SHAPE_KEYS, Config
 from .data import DataSpec, Dataset, dataset_for_spec, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, VaekitError
@@ -155,6 +156,11 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
 
     Returns the summary dict (also written to ``summary.json``), with the evaluation under
     ``"evaluation"``. Nothing is written before the data and model have been checked."""
+    world = distributed.from_env()
+    if cfg.train.tensorboard:
+        from .tracking import require_tensorboard
+
+        require_tensorboard()  # before anything is written
     if resume:
         run_dir = check_run_dir(run_dir)
         if not (Path(run_dir) / LATEST).is_file():
@@ -167,19 +173,40 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
         torch.manual_seed(cfg.train.seed)
         model = build_vae_checked(cfg, data)
     else:
-        run_dir = check_new_run_dir(run_dir or default_run_dir(cfg))
+        if run_dir is None and world.distributed:
+            raise ConfigError("give --out RUN_DIR when training with several processes")
+        run_dir = Path(run_dir or default_run_dir(cfg))
+        if world.main:  # only rank 0 looks at and writes the run directory
+            check_new_run_dir(run_dir)
         data, model = prepare(cfg)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
-        ckpt.atomic_write_text(run_dir / DATA, json.dumps(data.spec.to_dict(), indent=1))
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
+            ckpt.atomic_write_text(run_dir / DATA, json.dumps(data.spec.to_dict(), indent=1))
     run_dir = Path(run_dir)
-    if resume:  # the config may have new non-shape values (more epochs, another lr)
+    if resume and world.main:  # the config may have new non-shape values (more epochs, another lr)
         ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
     model.data_spec = data.spec
-    trainer = Trainer(model, data, cfg, run_dir, callbacks=callbacks)
-    summary = trainer.fit(resume=resume)
+    writer = None
+    if cfg.train.tensorboard and world.main:
+        from .tracking import tensorboard_callbacks
+
+        tb, writer = tensorboard_callbacks(run_dir, model, cfg.train.seed)
+        merged = {event: list(fns) for event, fns in (callbacks or {}).items()}
+        for event, fns in tb.items():
+            merged.setdefault(event, []).extend(fns)
+        callbacks = merged
+    try:
+        trainer = Trainer(model, data, cfg, run_dir, callbacks=callbacks)
+        summary = trainer.fit(resume=resume)
+    finally:
+        if writer is not None:
+            writer.close()
+        if world.distributed:
+            distributed.teardown()  # the processes part here; rank 0 evaluates alone
     summary["run_dir"] = str(run_dir)
-    if summary["interrupted"]:
+    summary["rank"] = world.rank
+    if summary["interrupted"] or not world.main:
         return summary
     tensors, _ = ckpt.load(run_dir / BEST)
     load_model_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},

@@ -12,6 +12,16 @@
   same thread count. Ctrl-C (or SIGTERM) mid-epoch saves the exact position in the epoch.
 - NaN guard: a non-finite loss, gradient or validation value stops training with the
   epoch, batch and quantity, before anything is written; the last good checkpoint stays.
+- Noise: the reparameterisation's eps for each global batch comes from the trainer's own
+  generator (saved in checkpoints), and validation uses the same fixed eps every epoch, so
+  epochs are compared on equal terms.
+- Distributed (torchrun): the model is wrapped in DistributedDataParallel; every process
+  draws the same permutation and the same eps for the global batch and takes its own
+  contiguous slice of it; the loss is sum / (global batch size), so the averaged gradient
+  is exactly the one-process gradient. Stop and NaN flags are agreed on collectively; only
+  rank 0 writes files.
+- Without a run directory (``run_dir=None``, as the scikit-learn estimator uses it) nothing
+  is written: the best weights are kept in memory.
 """
 
 from __future__ import annotations
@@ -29,7 +39,10 @@ from typing import Callable
 
 import torch
 
+from torch import nn
+
 from . import checkpoint as ckpt
+from . import distributed
 from .errors import CheckpointError, TrainingDiverged, VaekitError
 from .objectives import Terms, objective_for
 
@@ -106,17 +119,31 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-class Trainer:
-    """Fits ``model`` by minimising ``objective(model, x, beta).loss`` on ``data``."""
+class ObjectiveStep(nn.Module):
+    """The training objective as a module's forward, so DistributedDataParallel (which
+    synchronises gradients for what runs through ``forward``) can wrap it."""
 
-    def __init__(self, model, data, cfg, run_dir: str | Path,
+    def __init__(self, model: nn.Module, objective: Callable[..., Terms]):
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x: torch.Tensor, beta: float, noise: torch.Tensor | None) -> Terms:
+        return self.objective(self.model, x, beta, noise)
+
+
+class Trainer:
+    """Fits ``model`` by minimising ``objective(model, x, beta, noise).loss`` on ``data``."""
+
+    def __init__(self, model, data, cfg, run_dir: str | Path | None,
                  objective: Callable[..., Terms] | None = None,
                  callbacks: dict[str, list[Callable]] | None = None):
         self.model = model
         self.data = data
         self.cfg = cfg
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.objective = objective or objective_for(cfg.train.importance_samples)
+        self.samples = max(1, cfg.train.importance_samples)
         # minGPT-style hooks: "on_batch_end"(trainer) and "on_epoch_end"(trainer, row)
         self.callbacks: dict[str, list[Callable]] = {"on_batch_end": [], "on_epoch_end": []}
         for event, fns in (callbacks or {}).items():
@@ -124,17 +151,31 @@ class Trainer:
                 raise ValueError(f"unknown callback event {event!r}; use {sorted(self.callbacks)}")
             self.callbacks[event].extend(fns)
         self._stop_requested = False
-        self.device = resolve_device(cfg.train.device)
-        if cfg.train.precision == "fp16" and self.device.type == "cpu":
-            raise VaekitError("fp16 autocast needs a GPU; use --set "
-                                            "train.precision=\"bf16\" on a CPU")
+        device = resolve_device(cfg.train.device)
+        if cfg.train.precision == "fp16" and device.type == "cpu":
+            raise VaekitError("fp16 autocast needs a GPU; use --set train.precision=\"bf16\" on a CPU")
+        self.world = distributed.setup(device)
+        self.device = distributed.device_for(device, self.world)
         self.model.to(self.device)
+        self.step_module: nn.Module = ObjectiveStep(self.model, self.objective)
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
         self.optimizer = make_optimizer(model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.train.precision == "fp16" else None
         self.generator = torch.Generator().manual_seed(cfg.train.seed + 1)  # shuffles, binarisation
         self.epoch_generator_state = self.generator.get_state()
+        self.noise = torch.Generator().manual_seed(cfg.train.seed + 2)  # eps of each global batch
         self.state = TrainState()
+        self.best_weights: dict[str, torch.Tensor] | None = None  # in memory, without a run_dir
+        self.history: list[dict] = []
+
+    @property
+    def writes(self) -> bool:
+        return self.run_dir is not None and self.world.main
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -147,6 +188,7 @@ class Trainer:
         tensors.update(ckpt.rng_state())
         tensors["rng.data_epoch"] = self.epoch_generator_state
         tensors["rng.data"] = self.generator.get_state()
+        tensors["rng.noise"] = self.noise.get_state()
         meta = {
             "kind": "training",
             "state": asdict(self.state),
@@ -154,19 +196,27 @@ class Trainer:
             "scheduler": sched,
             "config": self.cfg.to_dict(),
             "versions": versions(),
+            "world_size": self.world.size,
         }
         return ckpt.to_bytes(tensors, meta)
 
     def save(self, best: bool = False) -> None:
+        if self.run_dir is None:
+            if best:
+                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return
+        if not self.world.main:
+            return
         blob = self._checkpoint_bytes()
         ckpt.atomic_write_bytes(self.run_dir / LATEST, blob)
         if best:
             ckpt.atomic_write_bytes(self.run_dir / BEST, blob)
 
     def restore(self, path: str | Path | None = None) -> None:
-        tensors, meta = ckpt.load(path or self.run_dir / LATEST)
+        path = path or self.run_dir / LATEST
+        tensors, meta = ckpt.load(path)
         if meta.get("kind") != "training":
-            raise CheckpointError(f"{path or self.run_dir / LATEST} holds no training state")
+            raise CheckpointError(f"{path} holds no training state")
         model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         load_model_state(self.model, model_state, self.run_dir)
         try:
@@ -188,6 +238,8 @@ class Trainer:
         ckpt.set_rng_state(tensors)
         self.epoch_generator_state = tensors["rng.data_epoch"]
         self.generator.set_state(tensors["rng.data"])
+        if "rng.noise" in tensors:
+            self.noise.set_state(tensors["rng.noise"])
         self.state = TrainState(**meta["state"])
 
     # ------------------------------------------------------------------------ loop
@@ -210,19 +262,22 @@ class Trainer:
         ckpt.atomic_write_text(self.run_dir / METRICS, "".join(l + "\n" for l in keep))
 
     def _append_metrics(self, row: dict) -> None:
+        self.history.append(row)
+        if not self.writes:
+            return
         lines = self._metrics_lines() + [json.dumps(row)]
         ckpt.atomic_write_text(self.run_dir / METRICS, "".join(l + "\n" for l in lines))
 
-    def _check_finite(self, terms: Terms, loss: torch.Tensor, batch: int) -> None:
-        if torch.isfinite(loss):
-            return
+    def _nonfinite(self, terms: Terms, loss: torch.Tensor) -> str | None:
+        if bool(torch.isfinite(loss)):
+            return None
         parts = {"reconstruction": terms.reconstruction, "KL": terms.kl}
         what = next((name for name, t in parts.items() if not torch.isfinite(t).all()), "loss")
-        raise TrainingDiverged(self._diverged(f"the {what} is {float(loss.detach()):g}", batch))
+        return f"the {what} is {float(loss.detach()):g}"
 
     def _diverged(self, what: str, batch: int) -> str:
         good = (f"the last good checkpoint (epoch {self.state.epoch}) is intact in "
-                f"{self.run_dir / LATEST}" if (self.run_dir / LATEST).exists()
+                f"{self.run_dir / LATEST}" if self.run_dir and (self.run_dir / LATEST).exists()
                 else "no checkpoint was written yet")
         return (f"training diverged at epoch {self.state.epoch + 1}, batch {batch + 1}: {what}; "
                 f"{good}. Try a lower learning rate (--lr {self.cfg.train.lr / 10:g}), "
@@ -230,16 +285,21 @@ class Trainer:
                 "(--set train.warmup_epochs=10) or a likelihood that fits the data")
 
     @torch.no_grad()
-    def validate(self) -> dict:
-        """The training objective on the validation set (target beta, same K)."""
-        self.model.eval()
+    def validate(self) -> dict | None:
+        """The training objective on the validation set (target beta, same K), with the
+        same eps every epoch (a fixed generator) so epochs are compared on equal terms."""
         x = self.data.valid
+        if x is None or len(x) == 0:
+            return None
+        self.model.eval()
         bs = max(self.cfg.train.batch_size, 256)
+        gen = torch.Generator().manual_seed(self.cfg.train.seed + 3)
         sums = {"objective": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
         for i in range(0, len(x), bs):
             xb = x[i:i + bs].to(self.device)
+            noise = torch.randn(self.samples, len(xb), self.model.latent_dim, generator=gen)
             with _autocast(self.device, self.cfg.train.precision):
-                terms = self.objective(self.model, xb, self.cfg.train.beta)
+                terms = self.objective(self.model, xb, self.cfg.train.beta, noise.to(self.device))
             sums["objective"] += float(-terms.loss.sum())
             sums["elbo"] += float(terms.elbo.sum())
             sums["reconstruction"] += float(terms.reconstruction.sum())
@@ -267,7 +327,8 @@ class Trainer:
             if self._stop_requested:
                 raise KeyboardInterrupt
             self.request_stop()
-            log.warning("interrupt: saving at the end of this batch (press Ctrl-C again to stop now)")
+            if self.world.main:
+                log.warning("interrupt: saving at the end of this batch (press Ctrl-C again to stop now)")
 
         old = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -279,13 +340,16 @@ class Trainer:
     def _fit(self, resume: bool) -> dict:
         cfg, t = self.cfg, self.cfg.train
         if resume:
-            _remove_stale_temporaries(self.run_dir)
+            if self.world.main:
+                _remove_stale_temporaries(self.run_dir)
             self.restore()
-            self._trim_metrics()
+            if self.writes:
+                self._trim_metrics()
         params = [p for p in self.model.parameters() if p.requires_grad]
         n = len(self.data.train)
         bs = t.batch_size
         steps_per_epoch = math.ceil(n / bs)
+        latent = self.model.latent_dim
         self.model.train()
         interrupted = False
         stopped_early = False
@@ -300,17 +364,25 @@ class Trainer:
             order = torch.randperm(n, generator=self.generator)
             start = time.perf_counter()
             seen_at_start = self.state.sums["n"]
-            bar = _progress(steps_per_epoch, self.state.batch, epoch, t)
+            bar = _progress(steps_per_epoch, self.state.batch, epoch, t) if self.world.main else None
             try:
                 for b in range(self.state.batch, steps_per_epoch):
-                    if self._stop_requested:
+                    # agreed by all processes, before anything is drawn for this batch
+                    if distributed.any_flag([self._stop_requested], self.device)[0]:
+                        self._stop_requested = True
                         raise _StopAtBoundary
-                    xb = x_epoch[order[b * bs:(b + 1) * bs]].to(self.device, non_blocking=True)
+                    idx = order[b * bs:(b + 1) * bs]  # the global batch
+                    eps = torch.randn(self.samples, len(idx), latent, generator=self.noise)
+                    lo, hi = _shard(len(idx), self.world)
+                    xb = x_epoch[idx[lo:hi]].to(self.device, non_blocking=True)
                     beta = beta_at(self.state.step, steps_per_epoch, cfg)
                     with _autocast(self.device, t.precision):
-                        terms = self.objective(self.model, xb, beta)
-                    loss = terms.loss.mean()
-                    self._check_finite(terms, loss, b)
+                        terms = self.step_module(xb, beta, eps[:, lo:hi].to(self.device))
+                    loss = shard_loss(terms, self.world.size, len(idx))
+                    problem = self._nonfinite(terms, loss)
+                    if distributed.any_flag([problem is not None], self.device)[0]:
+                        raise TrainingDiverged(self._diverged(problem or "the loss is not finite "
+                                                              "in another process", b))
                     self.optimizer.zero_grad(set_to_none=True)
                     if self.scaler:
                         self.scaler.scale(loss).backward()
@@ -329,7 +401,7 @@ class Trainer:
                         self.optimizer.step()
                     s = self.state.sums
                     k = len(xb)
-                    s["loss"] += float(loss.detach()) * k
+                    s["loss"] += float(terms.loss.detach().sum())
                     s["elbo"] += float(terms.elbo.detach().sum())
                     s["reconstruction"] += float(terms.reconstruction.detach().sum())
                     s["kl"] += float(terms.kl.detach().sum())
@@ -341,7 +413,8 @@ class Trainer:
                     if bar is not None:
                         rate = (s["n"] - seen_at_start) / max(time.perf_counter() - start, 1e-9)
                         bar.set_postfix(loss=f"{s['loss'] / s['n']:.2f}", elbo=f"{s['elbo'] / s['n']:.2f}",
-                                        kl=f"{s['kl'] / s['n']:.2f}", img_s=f"{rate:.0f}", refresh=False)
+                                        kl=f"{s['kl'] / s['n']:.2f}",
+                                        img_s=f"{rate * self.world.size:.0f}", refresh=False)
                         bar.update(1)
             except _StopAtBoundary:
                 self.state.seconds += time.perf_counter() - start
@@ -356,49 +429,70 @@ class Trainer:
             elapsed = time.perf_counter() - start
             self.state.seconds += elapsed
             valid = self.validate()
-            if not math.isfinite(valid["objective"]):
+            if valid is not None and not math.isfinite(valid["objective"]):
                 raise TrainingDiverged(self._diverged("the validation objective is not finite",
                                                       steps_per_epoch - 1))
             s = self.state.sums
+            keys = ("loss", "elbo", "reconstruction", "kl", "n")
+            totals = dict(zip(keys, distributed.all_sum([float(s[k]) for k in keys], self.device)))
+            seen = totals["n"] - seen_at_start * self.world.size
             row = {
                 "epoch": epoch + 1,
                 "step": self.state.step,
-                "train_loss": s["loss"] / s["n"],
-                "train_elbo": s["elbo"] / s["n"],
-                "train_reconstruction": s["reconstruction"] / s["n"],
-                "train_kl": s["kl"] / s["n"],
-                "valid_objective": valid["objective"],
-                "valid_elbo": valid["elbo"],
-                "valid_reconstruction": valid["reconstruction"],
-                "valid_kl": valid["kl"],
+                "train_loss": totals["loss"] / totals["n"],
+                "train_elbo": totals["elbo"] / totals["n"],
+                "train_reconstruction": totals["reconstruction"] / totals["n"],
+                "train_kl": totals["kl"] / totals["n"],
+                **({f"valid_{k}": v for k, v in valid.items()} if valid else {}),
                 "beta": beta_at(self.state.step - 1, steps_per_epoch, cfg),
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": round(elapsed, 3),
-                "images_per_second": round((s["n"] - seen_at_start) / max(elapsed, 1e-9), 1),
+                "images_per_second": round(seen / max(elapsed, 1e-9), 1),
             }
             if self.scheduler:
                 self.scheduler.step()
-            improved = valid["objective"] > self.state.best
+            # without validation data the last epoch is the one kept
+            score = valid["objective"] if valid else -row["train_loss"]
+            improved = valid is None or score > self.state.best
             if improved:
-                self.state.best, self.state.best_epoch, self.state.bad_epochs = valid["objective"], epoch + 1, 0
+                self.state.best, self.state.best_epoch, self.state.bad_epochs = score, epoch + 1, 0
             else:
                 self.state.bad_epochs += 1
             self.state.epoch, self.state.batch, self.state.sums = epoch + 1, 0, {}
             self.epoch_generator_state = self.generator.get_state()
             self._append_metrics(row)
             self.save(best=improved)
-            log.info("epoch %d/%d  train elbo %.3f  valid elbo %.3f  kl %.3f  %.0f img/s%s",
-                     epoch + 1, t.epochs, row["train_elbo"], row["valid_elbo"], row["valid_kl"],
-                     row["images_per_second"], "  *best" if improved else "")
+            if self.world.main:
+                log.info("epoch %d/%d  train elbo %.3f  valid elbo %s  kl %.3f  %.0f img/s%s",
+                         epoch + 1, t.epochs, row["train_elbo"],
+                         f"{valid['elbo']:.3f}" if valid else "-", row["train_kl"],
+                         row["images_per_second"], "  *best" if improved else "")
             for fn in self.callbacks["on_epoch_end"]:
                 fn(self, row)
-            if t.patience and self.state.bad_epochs >= t.patience:
+            if t.patience and valid is not None and self.state.bad_epochs >= t.patience:
                 stopped_early = True
-                log.info("early stopping: no better validation objective for %d epochs", t.patience)
+                if self.world.main:
+                    log.info("early stopping: no better validation objective for %d epochs", t.patience)
                 break
         return {"epochs": self.state.epoch, "steps": self.state.step, "best_epoch": self.state.best_epoch,
                 "best_valid_objective": self.state.best, "interrupted": interrupted,
-                "stopped_early": stopped_early, "train_seconds": round(self.state.seconds, 3)}
+                "stopped_early": stopped_early, "train_seconds": round(self.state.seconds, 3),
+                "world_size": self.world.size}
+
+
+def shard_loss(terms: Terms, world_size: int, global_batch: int) -> torch.Tensor:
+    """This process's share of the loss: sum over its examples / global batch size, times
+    the number of processes, which DistributedDataParallel's gradient average divides out.
+    The averaged gradient is then the gradient of the mean over the global batch, however
+    unevenly the batch was split."""
+    return terms.loss.sum() * (world_size / global_batch)
+
+
+def _shard(n: int, world) -> tuple[int, int]:
+    """This process's contiguous slice [lo, hi) of a global batch of n examples."""
+    per, extra = divmod(n, world.size)
+    lo = world.rank * per + min(world.rank, extra)
+    return lo, lo + per + (1 if world.rank < extra else 0)
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:

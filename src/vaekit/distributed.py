@@ -1,0 +1,89 @@
+"""Distributed training through PyTorch's own engine: ``torchrun --nproc_per_node=N -m vaekit
+train ...`` starts N processes with RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT set;
+:func:`setup` joins them into a process group (NCCL for CUDA devices, gloo otherwise) and
+the trainer wraps the model in DistributedDataParallel.
+
+Without those variables (a plain ``vaekit train``) nothing here does anything: rank 0 of a
+world of 1.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import VaekitError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        """The one process that writes files and prints."""
+        return self.rank == 0
+
+
+def from_env() -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    return World(int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def current() -> World:
+    """The world of an initialised process group, else a world of one."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return World()
+
+
+def setup(device: torch.device) -> World:
+    """Join the process group torchrun describes (once); returns the world."""
+    world = from_env()
+    if not world.distributed or (dist.is_available() and dist.is_initialized()):
+        return current() if world.distributed else world
+    if not dist.is_available():
+        raise VaekitError("this torch build has no torch.distributed; run a single process")
+    if device.type == "cuda":
+        torch.cuda.set_device(world.local_rank)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return current()
+
+
+def device_for(device: torch.device, world: World) -> torch.device:
+    """Each process's own GPU (cuda:LOCAL_RANK); CPU processes share the CPU."""
+    if device.type == "cuda" and world.distributed:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum numbers across processes (identity for a world of one)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def any_flag(flags: list[bool], device: torch.device) -> list[bool]:
+    """For each flag, whether any process raised it (all processes agree on the answer)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
