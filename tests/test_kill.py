@@ -74,3 +74,81 @@ def test_ctrl_c_saves_and_exits_cleanly_and_resume_continues(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "test ELBO" in done.stdout
+
+
+def test_second_writer_is_refused_and_a_killed_writer_frees_the_run(tmp_path):
+    run = tmp_path / "run"
+    proc = start(*ARGS, "--epochs", "400", "--out", str(run))
+    deadline = time.time() + 120
+    while not (run / LATEST).exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--quiet"],
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2
+    assert f"is being trained by process {proc.pid}" in second.stderr and "Traceback" not in second.stderr
+    proc.send_signal(signal.SIGKILL)  # a crash: the kernel releases the lock
+    proc.communicate()
+    epoch = ckpt.load(run / LATEST)[1]["state"]["epoch"]
+    done = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--epochs",
+                           str(epoch + 1), "--quiet", "--importance-samples", "4", "--no-report"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def _complete(run):
+    """Every real file in the run directory is whole."""
+    import json
+
+    from PIL import Image
+
+    for path in run.rglob("*"):
+        if not path.is_file() or path.name.endswith(".tmp") or path.name == ".lock":
+            continue
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".jsonl":
+            [json.loads(l) for l in path.read_text().splitlines()]
+        elif path.suffix == ".png":
+            Image.open(path).verify()
+        elif path.suffix == ".html":
+            assert path.read_text().rstrip().endswith("</html>"), path
+        elif path.suffix == ".safetensors":
+            ckpt.load(path)
+        elif path.suffix == ".npz":
+            import numpy as np
+            np.load(path)["x"]
+
+
+def test_random_kills_during_train_evaluate_and_report_never_leave_half_files(tmp_path):
+    """Ten SIGKILLs at random moments across train, evaluate and report; every file stays
+    whole after each, and train --resume always continues."""
+    run = tmp_path / "run"
+    rng = random.Random(1)
+    kills = 0
+    commands = [["train", *ARGS, "--epochs", "400", "--set", "report.explorer_grid=64", "--out", str(run)]]
+    commands += [["train", "--resume", str(run), "--epochs", "400", "--quiet", "--importance-samples", "4"]] * 3
+    commands += [["evaluate", str(run), "-k", "2000"]] * 3
+    commands += [["report", str(run), "--explorer-grid", "96"], ["report", str(run), "--tsne"],
+                 ["encode", str(run), "--out", str(run / "codes.npz")]]
+    for argv in commands:
+        proc = subprocess.Popen([sys.executable, "-m", "vaekit", *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        if argv[0] == "train" and "--out" in argv:
+            while not (run / LATEST).exists():
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+        time.sleep(rng.uniform(0.5, 4.0))  # past the imports, into the work
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+        _complete(run)
+    assert kills >= 8
+    epoch = ckpt.load(run / LATEST)[1]["state"]["epoch"]
+    done = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--epochs",
+                           str(epoch + 1), "--quiet", "--importance-samples", "4"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _complete(run)
+    assert not list(run.rglob(".*.tmp"))  # the resumed train removed what the killed ones left

@@ -33,7 +33,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's PID in the name: cleanup removes only temporaries of dead processes
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -156,3 +157,33 @@ def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
     cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder`` (never a real
+    file, never the temporary of a process still running). Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        parts = tmp.name.split(".")  # ["", name..., pid, random, "tmp"]
+        try:
+            pid = int(parts[-3])
+        except (ValueError, IndexError):
+            continue
+        if _alive(pid):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -312,7 +312,10 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a text (UTF-8) CSV file") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    except csv.Error as e:  # e.g. a NUL byte
+        raise DataError(f"{path}: not a readable CSV file ({e})") from None
     if not rows:
         raise DataError(f"{path}: the CSV file holds no rows")
     header = None
@@ -394,6 +397,8 @@ def read_user_file(path: Path) -> RawData:
         raise DataError(f"{path}: data has {x.ndim} dimensions {x.shape}; expected at most 4")
     if len(x) == 0:
         raise DataError(f"{path}: holds no examples")
+    if math.prod(x.shape[1:]) == 0:
+        raise DataError(f"{path}: examples of shape {x.shape[1:]} hold no values")
     if x.ndim == 3:
         x = x[:, None]  # N x H x W -> N x 1 x H x W
     if y is not None:
@@ -578,7 +583,7 @@ def read_image_folder(path: Path, size: tuple[int, int] | None = None) -> RawDat
     sub-folder per class (labels from the sub-folder names, sorted). All images become one
     shape: (1, H, W) when all are grey, else (3, H, W); ``size`` = (H, W) resizes them
     (bilinear), otherwise they must all be the same size. Values in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     if not entries:
@@ -612,8 +617,9 @@ def read_image_folder(path: Path, size: tuple[int, int] | None = None) -> RawDat
                     a = np.asarray(rgb)
                     grey = bool((a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all())
                     pixels = rgb.convert("L") if grey else rgb
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise DataError(f"{file}: not a readable image ({e}); remove or replace it") from None
+        except Exception as e:  # Pillow's decoders raise many kinds for a broken file
+            raise DataError(f"{file}: not a readable image ({type(e).__name__}: {e}); remove or "
+                            "replace it") from None
         if size is not None:
             pixels = pixels.resize((size[1], size[0]), Image.BILINEAR)
         elif first_size is None:

@@ -17,8 +17,10 @@ with a tiny config; :func:`load_run` gives back the trained model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from .data import DataSpec, Dataset, dataset_for_spec, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, VaekitError
 from .evaluate import evaluate
 from .model import VAE, build_vae
-from .train import BEST, LATEST, Trainer, load_model_state
+from .train import BEST, LATEST, Trainer, load_model_state, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,39 @@ def check_new_run_dir(path: str | Path) -> Path:
         raise VaekitError(f"run directory {str(path)!r} already exists and is not empty; "
                           f"choose another --out, or continue it with --resume {path}")
     return path
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: Path):
+    """Hold the run directory's writer lock: one ``train`` per run directory at a time.
+
+    An exclusive ``flock`` on ``RUN/.lock``: the kernel releases it when the holder exits,
+    however it exits (SIGKILL included), so a crashed run never leaves it stuck. The file
+    names the holder's PID for the message. Where flock does not exist (Windows) no lock is
+    taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(run_dir) / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise VaekitError(f"run directory {str(run_dir)!r} is being trained by process "
+                              f"{holder}; wait for it to finish or stop it (Ctrl-C saves its "
+                              "state), then try again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def check_run_dir(path: str | Path) -> Path:
@@ -150,42 +185,62 @@ def resume_config(run_dir: str | Path, overrides: list[dict]) -> Config:
     return cfg.validate()
 
 
+def check_device(cfg: Config) -> torch.device:
+    """The device exists and takes the chosen precision (fp16 autocast needs a GPU)."""
+    device = resolve_device(cfg.train.device)
+    if cfg.train.precision == "fp16" and device.type == "cpu":
+        raise ConfigError("fp16 autocast needs a GPU; use --set train.precision=\"bf16\" on a CPU")
+    return device
+
+
 def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume: bool = False,
                        evaluate_samples: int | None = None, callbacks=None) -> dict:
     """Train (or resume) a run and evaluate its best model on the test set.
 
     Returns the summary dict (also written to ``summary.json``), with the evaluation under
-    ``"evaluation"``. Nothing is written before the data and model have been checked."""
+    ``"evaluation"``. Nothing is written before the data and model have been checked, and
+    the run directory's writer lock is held from the first write to the last."""
     world = distributed.from_env()
+    check_device(cfg)  # before anything is written
     if cfg.train.tensorboard:
         from .tracking import require_tensorboard
 
-        require_tensorboard()  # before anything is written
-    if resume:
-        run_dir = check_run_dir(run_dir)
-        if not (Path(run_dir) / LATEST).is_file():
-            raise CheckpointError(f"{run_dir} has no checkpoint to resume from "
-                                  f"({LATEST} is missing); start a new run instead")
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
-        spec = read_data_spec(run_dir)
-        data = dataset_for_spec(spec, cfg.data.data_dir or None)
-        torch.manual_seed(cfg.train.seed)
-        model = build_vae_checked(cfg, data)
-    else:
-        if run_dir is None and world.distributed:
-            raise ConfigError("give --out RUN_DIR when training with several processes")
-        run_dir = Path(run_dir or default_run_dir(cfg))
-        if world.main:  # only rank 0 looks at and writes the run directory
-            check_new_run_dir(run_dir)
-        data, model = prepare(cfg)
-        if world.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
-            ckpt.atomic_write_text(run_dir / DATA, json.dumps(data.spec.to_dict(), indent=1))
-    run_dir = Path(run_dir)
-    if resume and world.main:  # the config may have new non-shape values (more epochs, another lr)
-        ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
+        require_tensorboard()
+    with contextlib.ExitStack() as stack:
+        if resume:
+            run_dir = check_run_dir(run_dir)
+            if not (Path(run_dir) / LATEST).is_file():
+                raise CheckpointError(f"{run_dir} has no checkpoint to resume from "
+                                      f"({LATEST} is missing); start a new run instead")
+            if world.main:
+                stack.enter_context(writer_lock(run_dir))
+            if cfg.train.threads:
+                torch.set_num_threads(cfg.train.threads)
+            spec = read_data_spec(run_dir)
+            data = dataset_for_spec(spec, cfg.data.data_dir or None)
+            torch.manual_seed(cfg.train.seed)
+            model = build_vae_checked(cfg, data)
+            if world.main:  # the config may have new non-shape values (more epochs, another lr)
+                ckpt.atomic_write_text(Path(run_dir) / CONFIG, config_mod.to_toml(cfg))
+        else:
+            if run_dir is None and world.distributed:
+                raise ConfigError("give --out RUN_DIR when training with several processes")
+            run_dir = Path(run_dir or default_run_dir(cfg))
+            if world.main:  # only rank 0 looks at and writes the run directory
+                check_new_run_dir(run_dir)
+            data, model = prepare(cfg)
+            if world.main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                stack.enter_context(writer_lock(run_dir))
+                if (run_dir / CONFIG).exists():  # another train created it meanwhile
+                    raise VaekitError(f"run directory {str(run_dir)!r} was created by another "
+                                      "`vaekit train` just now; choose another --out")
+                ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
+                ckpt.atomic_write_text(run_dir / DATA, json.dumps(data.spec.to_dict(), indent=1))
+        return _train(cfg, Path(run_dir), data, model, resume, evaluate_samples, callbacks, world)
+
+
+def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks, world) -> dict:
     model.data_spec = data.spec
     writer = None
     if cfg.train.tensorboard and world.main:

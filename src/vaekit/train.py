@@ -497,12 +497,8 @@ def _shard(n: int, world) -> tuple[int, int]:
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
     """Temporary files of writes that a killed process never renamed (never the real files)."""
-    for folder in (run_dir, run_dir / "checkpoints"):
-        for tmp in folder.glob(".*.tmp"):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "figures"):
+        ckpt.remove_stale_temporaries(folder)
 
 
 def _grad_norm(params, clip: float) -> torch.Tensor:

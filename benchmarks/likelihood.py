@@ -1,0 +1,123 @@
+"""Test log-likelihoods next to the published ones: train a preset (or take finished runs),
+evaluate on the full test set with K importance samples (5000 by default), print a table.
+
+    # train a preset, then evaluate it
+    python benchmarks/likelihood.py --preset bmnist-vae --data-dir ../shared/data --out runs/bmnist-vae
+    # evaluate runs that already exist (the numbers in benchmarks/RESULTS.md)
+    python benchmarks/likelihood.py --run runs/bmnist-vae --run runs/fmnist-vae --data-dir ../shared/data
+
+The evaluation is vaekit's own (`vaekit.evaluate_run`, what `vaekit evaluate RUN -k 5000`
+runs), with its fixed seed; its wall time is printed too. NLL = -log p(x) in nats per
+example, lower is better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import vaekit
+from vaekit.runs import evaluate_run, read_config
+
+# (data, model, NLL, note, source) from the papers; the targets of issue 7 below them.
+PUBLISHED = [
+    ("static binarized MNIST", "VAE, 1 stochastic layer, MLP 200-200 tanh, z = 50, 3280 epochs", 88.71, "",
+     "Burda et al. 2016, table 3"),
+    ("static binarized MNIST", "VAE, MLP 784-400-40, 500 epochs (Pythae)", 89.78, "K = 200",
+     "Pythae reproducibility table"),
+    ("static binarized MNIST", "IWAE K = 50, two stochastic layers", 85.32, "", "Burda et al. 2016"),
+    ("static binarized MNIST", "VampPrior, gated MLP 2x300, z = 40", 85.57, "", "Tomczak & Welling 2018"),
+    ("static binarized MNIST", "two-layer hierarchical VAE + VampPrior", 83.19, "", "Tomczak & Welling 2018"),
+    ("Fashion-MNIST, dynamic", "VAE", 228.70, "", "Norouzi et al. 2020 (Exemplar VAE)"),
+    ("Fashion-MNIST, dynamic", "convolutional HVAE", 225.38, "", "Norouzi et al. 2020 (Exemplar VAE)"),
+]
+TARGETS = {"bmnist-vae": 88.5, "bmnist-best": 85.0, "fmnist-vae": 228.0, "fmnist-best": 225.0}
+
+
+def train(preset: str, data_dir: str | None, out: str, threads: int) -> None:
+    cmd = [sys.executable, "-m", "vaekit", "train", "--preset", preset, "--out", out, "--quiet",
+           "--set", f"train.threads={threads}", "--no-report"]
+    if data_dir:
+        cmd += ["--data-dir", data_dir]
+    print("$", " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", action="append", default=[], help="a finished run directory (repeatable)")
+    ap.add_argument("--preset", help="train this preset first (into --out)")
+    ap.add_argument("--out", help="run directory for --preset")
+    ap.add_argument("--data-dir", help="where the datasets are (else $VAEKIT_DATA_DIR)")
+    ap.add_argument("-k", "--importance-samples", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take RUN/evaluation.json when it was made with the same K on the full "
+                         "test set (what `train` wrote), instead of evaluating again")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = list(args.run)
+    if args.preset:
+        if not args.out:
+            ap.error("--preset needs --out RUN_DIR")
+        train(args.preset, args.data_dir, args.out, args.threads or torch.get_num_threads())
+        runs.append(args.out)
+    if not runs:
+        ap.error("give --run RUN or --preset NAME --out RUN")
+
+    rows = []
+    for run in runs:
+        run = Path(run)
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+        cfg = read_config(run)
+        start = time.perf_counter()
+        saved = json.loads((run / "evaluation.json").read_text()) if (run / "evaluation.json").exists() else {}
+        if args.reuse and saved.get("importance_samples") == args.importance_samples:
+            ev, reused = saved, True
+        else:
+            ev, reused = evaluate_run(run, args.importance_samples, data_dir=args.data_dir,
+                                      device=args.device, save=False), False
+        rows.append({
+            "run": str(run), "data": cfg.data.name, "prior": cfg.model.prior,
+            "train_samples": cfg.train.importance_samples, "elbo": ev["elbo"], "log_px": ev["log_px"],
+            "stderr": ev["log_px_stderr"], "nll": -ev["log_px"], "gap": ev["gap"],
+            "active": f"{ev['active_units']}/{ev['latent_dim']}", "n_test": ev["n_test"],
+            "k": ev["importance_samples"], "epochs": summary.get("epochs"),
+            "best_epoch": summary.get("best_epoch"), "train_s": summary.get("train_seconds"),
+            "eval_s": round(ev["seconds"] if reused else time.perf_counter() - start, 1),
+            "reused": reused,
+        })
+
+    cpu = platform.processor() or platform.machine()
+    print(f"# test log-likelihood, K = {args.importance_samples} importance samples, full test sets; "
+          f"vaekit {vaekit.__version__}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"{args.device} ({cpu})")
+    head = (f"{'run':<28}{'data':<17}{'ELBO':>10}{'log p(x)':>11}{'±':>6}{'NLL':>9}{'gap':>7}"
+            f"{'active':>8}{'epochs':>9}{'train s':>9}{'eval s':>8}")
+    print(head)
+    for r in rows:
+        epochs = f"{r['best_epoch']}/{r['epochs']}" if r["epochs"] else "-"
+        train_s = f"{r['train_s']:.0f}" if r["train_s"] else "-"
+        print(f"{Path(r['run']).name[:27]:<28}{r['data'][:16]:<17}{r['elbo']:>10.3f}{r['log_px']:>11.3f}"
+              f"{r['stderr']:>6.2f}{r['nll']:>9.2f}{r['gap']:>7.2f}{r['active']:>8}{epochs:>9}"
+              f"{train_s:>9}{r['eval_s']:>8.0f}{'  (evaluation.json)' if r['reused'] else ''}")
+    print("\n# published test NLL (nats)")
+    for data, model, nll, note, source in PUBLISHED:
+        print(f"{data:<24}{model:<64}{nll:>8.2f} {note:<8}{source}")
+    print("\n# targets: " + ", ".join(f"{k} <= {v}" for k, v in TARGETS.items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
