@@ -13,10 +13,9 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
 from vaekit import config as config_mod
-from vaekit.data import Where, _open_either, _require_files, SOURCES, data_dir_from, load_dataset, read_amat, read_idx
+from vaekit.data import (SOURCES, Where, _open_either, _require_files, _unit_interval, data_dir_from,
+                         load_dataset, read_amat, read_idx)
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -37,9 +36,11 @@ def main():
     rows = []
 
     fm = _require_files(SOURCES["fashion-mnist"], where)
-    secs, x = timed(lambda: read_idx(_open_either(fm, "train-images-idx3-ubyte"))
-                    .astype(np.float32)[:, None] / 255.0, args.repeats)
+    secs, x = timed(lambda: _unit_interval(read_idx(_open_either(fm, "train-images-idx3-ubyte"))[:, None]),
+                    args.repeats)
     rows.append(("read", "fashion-mnist train images (.gz IDX)", x.shape, secs))
+    secs, raw = timed(lambda: SOURCES["fashion-mnist"].loader(where), args.repeats)
+    rows.append(("read", "fashion-mnist, all four files", raw.splits["train"].shape, secs))
     bm = _require_files(SOURCES["binarized-mnist"], where)
     secs, x = timed(lambda: read_amat(_open_either(bm, "binarized_mnist_train.amat")), args.repeats)
     rows.append(("read", "binarized-mnist train (.amat text)", x.shape, secs))

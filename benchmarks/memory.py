@@ -1,0 +1,71 @@
+"""Peak memory of evaluation: log p(x) with K importance samples on a run's test set.
+
+Each measurement runs in a fresh child process and reports its peak resident set size
+(``ru_maxrss``): a baseline child that only loads the run and its data, then the
+evaluation itself (what `vaekit evaluate RUN -k K` does). Target for binarized MNIST,
+K = 5000 on the 10,000 test images: at most 2 GiB.
+
+    python benchmarks/memory.py --run runs/bmnist-vae --data-dir ../shared/data [-k 5000] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+CHILD = r"""
+import json, resource, sys, time
+import torch
+from vaekit.data import dataset_for_spec
+from vaekit.evaluate import evaluate
+from vaekit.runs import load_run
+run, data_dir, k, limit, chunk, only_load = sys.argv[1:7]
+torch.set_num_threads(int(sys.argv[7]) or torch.get_num_threads())
+model = load_run(run)
+x = dataset_for_spec(model.data_spec, data_dir or None).test
+x = x[: int(limit)] if int(limit) else x
+start = time.perf_counter()
+out = {"n": len(x)}
+if only_load != "1":
+    ev = evaluate(model, x, int(k), chunk_mib=int(chunk), log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian)
+    out.update(log_px=ev["log_px"], elbo=ev["elbo"])
+out["seconds"] = time.perf_counter() - start
+out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+print(json.dumps(out))
+"""
+
+
+def child(args, only_load: bool) -> dict:
+    cmd = [sys.executable, "-c", CHILD, args.run, args.data_dir or "", str(args.importance_samples),
+           str(args.limit), str(args.chunk_mib), "1" if only_load else "0", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="a trained run directory (e.g. the bmnist-vae preset's)")
+    ap.add_argument("--data-dir", help="where its data are (else as recorded, or $VAEKIT_DATA_DIR)")
+    ap.add_argument("-k", "--importance-samples", type=int, default=5000)
+    ap.add_argument("--limit", type=int, default=0, help="first N test examples only (0: all)")
+    ap.add_argument("--chunk-mib", type=int, default=256, help="evaluate's memory bound per chunk")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    base = child(args, only_load=True)
+    t = time.perf_counter()
+    ev = child(args, only_load=False)
+    wall = time.perf_counter() - t
+    print(f"# peak resident memory of evaluation (child processes), run {args.run}")
+    print(f"{'what':<44}{'examples':>9}{'K':>6}{'peak MiB':>10}{'seconds':>9}")
+    print(f"{'load run + data only':<44}{base['n']:>9}{'-':>6}{base['peak_mib']:>10.0f}{base['seconds']:>9.1f}")
+    print(f"{'evaluate (chunk bound ' + str(args.chunk_mib) + ' MiB)':<44}{ev['n']:>9}"
+          f"{args.importance_samples:>6}{ev['peak_mib']:>10.0f}{ev['seconds']:>9.1f}")
+    print(f"log p(x) = {ev['log_px']:.3f}, ELBO = {ev['elbo']:.3f}; target peak <= 2048 MiB: "
+          f"{'met' if ev['peak_mib'] <= 2048 else 'NOT met'} ({wall:.0f} s wall)")
+
+
+if __name__ == "__main__":
+    main()
