@@ -41,6 +41,7 @@ def _add_train(sub) -> None:
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, mps or auto")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (train.threads; 0 = torch's default)")
     p.add_argument("--likelihood", help="auto, bernoulli, gaussian or gaussian-learned")
     p.add_argument("--prior", help="normal, diag-normal, mixture or vamp")
     p.add_argument("--importance-samples", type=int,
@@ -157,6 +158,7 @@ def _overrides(args) -> list[dict]:
         ("train", "epochs"): args.epochs, ("train", "batch_size"): args.batch_size,
         ("train", "lr"): args.lr, ("model", "latent_dim"): args.latent_dim,
         ("train", "seed"): args.seed, ("train", "device"): args.device,
+        ("train", "threads"): args.threads,
         ("model", "likelihood"): args.likelihood, ("model", "prior"): args.prior,
     }
     updates = [parse_override(s) for s in args.set]
