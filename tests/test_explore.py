@@ -186,7 +186,7 @@ def test_class_samples_are_recognised_as_their_class(tmp_path):
     train_and_evaluate(cfg, tmp_path / "run")
     vae = vaekit.load_run(tmp_path / "run")
     from vaekit.data import dataset_for_spec
-    from vaekit.evaluate import latent_metrics
+    from vaekit.evaluation import latent_metrics
 
     metrics = latent_metrics(vae, dataset_for_spec(vae.data_spec), samples_per_class=50)
     assert metrics["classifier_test_accuracy"] > 0.9
@@ -207,7 +207,7 @@ def test_swiss_roll_report_shows_data_and_rank_correlation(tmp_path):
 
 
 def test_rank_correlation_finds_a_rotated_order():
-    from vaekit.evaluate import manifold_rank_correlation
+    from vaekit.evaluation import manifold_rank_correlation
 
     rng = np.random.default_rng(0)
     t = rng.uniform(0, 10, 500)
@@ -219,7 +219,7 @@ def test_rank_correlation_finds_a_rotated_order():
 
 
 def test_knn_rank_correlation_sees_a_curved_order_the_straight_one_misses():
-    from vaekit.evaluate import manifold_rank_correlation
+    from vaekit.evaluation import manifold_rank_correlation
 
     rng = np.random.default_rng(0)
     t = rng.uniform(1.5 * np.pi, 4.5 * np.pi, 2000)

@@ -40,7 +40,7 @@ def blobs():
 def test_transform_and_scores_are_vaekits_own_numbers(blobs):
     import torch
 
-    from vaekit.evaluate import evaluate
+    from vaekit.evaluation import evaluate
 
     # sigma = 1 (standardised units): importance weights with light tails, so that two
     # independent K = 3000 estimates of the mean log p(x) agree to a few hundredths

@@ -5,15 +5,30 @@
     >>> q = vae.encode(x)                         # q(z|x), a torch distribution
     >>> p = vae.decode(q.mean)                    # p(x|z)
     >>> vae.prior.log_prob(z)                     # one value per example
+
+The names below are imported on first use, so `vaekit --help` and `vaekit presets` do not
+wait for torch to load.
 """
 
 __version__ = "0.1.0"
 
-from .config import Config  # noqa: E402
-from .errors import VaekitError  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .model import VAE, build_vae  # noqa: E402
-from .runs import evaluate_run, load_run, train_and_evaluate  # noqa: E402
+_LAZY = {
+    "Config": "config", "VaekitError": "errors", "evaluate": "evaluation", "VAE": "model",
+    "build_vae": "model", "evaluate_run": "runs", "load_run": "runs", "train_and_evaluate": "runs",
+}
 
-__all__ = ["Config", "VAE", "VaekitError", "build_vae", "evaluate", "evaluate_run", "load_run",
-           "train_and_evaluate", "__version__"]
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -178,7 +178,7 @@ def _overrides(args) -> list[dict]:
 
 def cmd_train(args) -> int:
     from . import config as config_mod
-    from .evaluate import format_table
+    from .evaluation import format_table
     from .runs import resume_config, train_and_evaluate
 
     overrides = _overrides(args)
@@ -211,7 +211,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import format_table
+    from .evaluation import format_table
     from .runs import evaluate_run
 
     if args.importance_samples < 1:

@@ -28,7 +28,7 @@ import torch
 from . import explore, plots
 from .checkpoint import atomic_write_bytes, atomic_write_text
 from .data import dataset_for_spec
-from .evaluate import evaluate, latent_metrics, table_rows
+from .evaluation import evaluate, latent_metrics, table_rows
 from .runs import CONFIG, EVALUATION, check_run_dir, load_run
 
 log = logging.getLogger(__name__)

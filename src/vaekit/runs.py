@@ -32,7 +32,7 @@ from . import distributed
 from .config import SHAPE_KEYS, Config
 from .data import DataSpec, Dataset, dataset_for_spec, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, VaekitError
-from .evaluate import evaluate
+from .evaluation import evaluate
 from .model import VAE, build_vae
 from .train import BEST, LATEST, Trainer, load_model_state, resolve_device
 
