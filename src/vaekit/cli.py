@@ -63,7 +63,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", help="where the run's data files are now, if they moved")
     p.add_argument("--split", choices=("test", "valid"), default="test")
-    p.add_argument("--chunk-mib", type=int, default=256, help="memory bound of one chunk")
+    p.add_argument("--chunk-mib", type=int, default=0,
+                   help="memory bound of one chunk of importance samples (0: sized to the device)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--device", default="cpu")
 

@@ -120,8 +120,9 @@ class TrainConfig:
 class EvalConfig:
     # Importance samples K for log p(x) at the end of `train` (evaluate has its own flag).
     importance_samples: int = 1000
-    # Memory bound of one importance-sampling chunk, in MiB.
-    chunk_mib: int = 256
+    # Memory bound of one importance-sampling chunk, in MiB; 0 = sized to the device: 256 on
+    # a CPU, a quarter of the free memory of a CUDA device.
+    chunk_mib: int = 0
     seed: int = 1234
 
 
@@ -172,11 +173,11 @@ _CHOICES = {
 _POSITIVE = (
     "model.latent_dim", "model.sigma", "model.min_sigma", "model.prior_components",
     "train.epochs", "train.batch_size", "train.lr", "train.importance_samples",
-    "train.lr_gamma", "eval.importance_samples", "eval.chunk_mib", "report.explorer_grid",
+    "train.lr_gamma", "eval.importance_samples", "report.explorer_grid",
 )
 _NON_NEGATIVE = (
     "train.beta", "train.warmup_epochs", "train.grad_clip", "train.patience",
-    "train.threads", "data.max_train",
+    "train.threads", "data.max_train", "eval.chunk_mib",
 )
 
 

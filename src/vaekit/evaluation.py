@@ -43,6 +43,15 @@ def decoder_floats_per_sample(model) -> int:
     return int(sum(sizes) + 3 * out.numel())
 
 
+def auto_chunk_mib(device: torch.device) -> int:
+    """The memory one chunk of importance samples may use: a quarter of what a CUDA device
+    has free, 256 MiB elsewhere (a CPU shares its memory with everything else)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(256, free // 4 // 2**20)
+    return 512 if device.type == "mps" else 256
+
+
 def plan_chunks(model, n: int, samples: int, chunk_mib: int) -> tuple[int, int]:
     """(data batch B, samples per chunk k) so that B * k * floats * (bytes per float) <= chunk_mib."""
     per_sample = next(model.parameters()).element_size() * decoder_floats_per_sample(model)
@@ -53,7 +62,7 @@ def plan_chunks(model, n: int, samples: int, chunk_mib: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mib: int = 256,
+def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mib: int = 0,
              seed: int = 1234, log_abs_det_jacobian: float = 0.0,
              device: torch.device | str | None = None) -> dict:
     """All held-out numbers for ``x`` (model-space tensor ``(N, *x_shape)``) as one dict."""
@@ -65,6 +74,8 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    if chunk_mib <= 0:
+        chunk_mib = auto_chunk_mib(device)
     batch, chunk = plan_chunks(model, len(x), importance_samples, chunk_mib)
     log_px, recon, kl, means = [], [], [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

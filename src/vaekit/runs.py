@@ -282,7 +282,7 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
 
 
 def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_dir: str | None = None,
-                 split: str = "test", chunk_mib: int = 256, seed: int = 1234,
+                 split: str = "test", chunk_mib: int = 0, seed: int = 1234,
                  device: str = "cpu", save: bool = True) -> dict:
     """Reload a run and evaluate it on exactly the test (or validation) set it was trained with."""
     model = load_run(run_dir, device=device)

@@ -48,6 +48,7 @@ from .objectives import Terms, objective_for
 
 log = logging.getLogger(__name__)
 
+SUM_KEYS = ("loss", "elbo", "reconstruction", "kl")
 LATEST = "checkpoints/latest.safetensors"
 BEST = "checkpoints/best.safetensors"
 METRICS = "metrics.jsonl"
@@ -268,12 +269,17 @@ class Trainer:
         lines = self._metrics_lines() + [json.dumps(row)]
         ckpt.atomic_write_text(self.run_dir / METRICS, "".join(l + "\n" for l in lines))
 
-    def _nonfinite(self, terms: Terms, loss: torch.Tensor) -> str | None:
-        if bool(torch.isfinite(loss)):
-            return None
-        parts = {"reconstruction": terms.reconstruction, "KL": terms.kl}
-        what = next((name for name, t in parts.items() if not torch.isfinite(t).all()), "loss")
-        return f"the {what} is {float(loss.detach()):g}"
+    def _culprit(self, terms: Terms, loss: torch.Tensor) -> str:
+        """Which quantity went non-finite (only on the way to raising: it syncs freely)."""
+        if not bool(torch.isfinite(loss)):
+            parts = {"reconstruction": terms.reconstruction, "KL": terms.kl}
+            what = next((name for name, t in parts.items() if not torch.isfinite(t).all()), "loss")
+            return f"the {what} is {float(loss.detach()):g}"
+        name = next((nm for nm, p in self.model.named_parameters()
+                     if p.grad is not None and not torch.isfinite(p.grad).all()), None)
+        if name is not None:
+            return f"the gradient of {name} is not finite"
+        return "the loss or gradient is not finite in another process"
 
     def _diverged(self, what: str, batch: int) -> str:
         good = (f"the last good checkpoint (epoch {self.state.epoch}) is intact in "
@@ -364,6 +370,20 @@ class Trainer:
             order = torch.randperm(n, generator=self.generator)
             start = time.perf_counter()
             seen_at_start = self.state.sums["n"]
+            # loss, ELBO, reconstruction, KL summed on the device since the last flush: no
+            # host sync per step (on a GPU each costs a pipeline stall)
+            acc = torch.zeros(4, dtype=torch.float64, device=self.device)
+            pending = 0
+            shown = time.perf_counter()
+
+            def flush():
+                nonlocal pending
+                for key, value in zip(SUM_KEYS, acc.tolist()):
+                    self.state.sums[key] += value
+                self.state.sums["n"] += pending
+                acc.zero_()
+                pending = 0
+
             bar = _progress(steps_per_epoch, self.state.batch, epoch, t) if self.world.main else None
             try:
                 for b in range(self.state.batch, steps_per_epoch):
@@ -379,10 +399,6 @@ class Trainer:
                     with _autocast(self.device, t.precision):
                         terms = self.step_module(xb, beta, eps[:, lo:hi].to(self.device))
                     loss = shard_loss(terms, self.world.size, len(idx))
-                    problem = self._nonfinite(terms, loss)
-                    if distributed.any_flag([problem is not None], self.device)[0]:
-                        raise TrainingDiverged(self._diverged(problem or "the loss is not finite "
-                                                              "in another process", b))
                     self.optimizer.zero_grad(set_to_none=True)
                     if self.scaler:
                         self.scaler.scale(loss).backward()
@@ -390,33 +406,37 @@ class Trainer:
                     else:
                         loss.backward()
                     norm = _grad_norm(params, t.grad_clip)
-                    if not torch.isfinite(norm) and not self.scaler:
-                        name = next((nm for nm, p in self.model.named_parameters()
-                                     if p.grad is not None and not torch.isfinite(p.grad).all()), "?")
-                        raise TrainingDiverged(self._diverged(f"the gradient of {name} is not finite", b))
+                    # one host sync per step: the loss and (without a GradScaler, which skips
+                    # such steps itself) the gradient must be finite before the update
+                    finite = torch.isfinite(loss) & (torch.isfinite(norm) if not self.scaler else True)
+                    if distributed.any_flag([not bool(finite)], self.device)[0]:
+                        raise TrainingDiverged(self._diverged(self._culprit(terms, loss), b))
                     if self.scaler:
                         self.scaler.step(self.optimizer)
                         self.scaler.update()
                     else:
                         self.optimizer.step()
-                    s = self.state.sums
-                    k = len(xb)
-                    s["loss"] += float(terms.loss.detach().sum())
-                    s["elbo"] += float(terms.elbo.detach().sum())
-                    s["reconstruction"] += float(terms.reconstruction.detach().sum())
-                    s["kl"] += float(terms.kl.detach().sum())
-                    s["n"] += k
+                    acc += torch.stack([terms.loss.detach().sum(), terms.elbo.detach().sum(),
+                                        terms.reconstruction.detach().sum(),
+                                        terms.kl.detach().sum()]).double()
+                    pending += len(xb)
                     self.state.step += 1
                     self.state.batch = b + 1
                     for fn in self.callbacks["on_batch_end"]:
                         fn(self)
                     if bar is not None:
-                        rate = (s["n"] - seen_at_start) / max(time.perf_counter() - start, 1e-9)
-                        bar.set_postfix(loss=f"{s['loss'] / s['n']:.2f}", elbo=f"{s['elbo'] / s['n']:.2f}",
-                                        kl=f"{s['kl'] / s['n']:.2f}",
-                                        img_s=f"{rate * self.world.size:.0f}", refresh=False)
                         bar.update(1)
+                        if time.perf_counter() - shown > 0.5:  # the numbers twice a second
+                            flush()
+                            shown = time.perf_counter()
+                            s = self.state.sums
+                            rate = (s["n"] - seen_at_start) / max(shown - start, 1e-9)
+                            bar.set_postfix(loss=f"{s['loss'] / s['n']:.2f}", elbo=f"{s['elbo'] / s['n']:.2f}",
+                                            kl=f"{s['kl'] / s['n']:.2f}",
+                                            img_s=f"{rate * self.world.size:.0f}", refresh=False)
+                flush()
             except _StopAtBoundary:
+                flush()
                 self.state.seconds += time.perf_counter() - start
                 if bar is not None:
                     bar.close()
