@@ -64,3 +64,14 @@ def _private_cache(tmp_path_factory):
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+def assert_one_error(res: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit status 2, exactly one `error:` line containing ``words``, no traceback."""
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    return lines[0]

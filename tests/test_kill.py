@@ -21,15 +21,19 @@ def start(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def wait_for_checkpoint(proc, run, timeout=120):
+    deadline = time.time() + timeout
+    while not (run / LATEST).exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
 def test_repeated_sigkill_while_checkpointing_then_resume(tmp_path):
     run = tmp_path / "run"
     rng = random.Random(0)
     proc = start(*ARGS, "--epochs", "400", "--out", str(run))
-    deadline = time.time() + 120
-    while not (run / LATEST).exists():  # the first kill comes once a checkpoint exists
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline
-        time.sleep(0.05)
+    wait_for_checkpoint(proc, run)  # the first kill comes once a checkpoint exists
     kills = 0
     for i in range(8):
         time.sleep(rng.uniform(0.05, 1.0))
@@ -59,10 +63,7 @@ def test_repeated_sigkill_while_checkpointing_then_resume(tmp_path):
 def test_ctrl_c_saves_and_exits_cleanly_and_resume_continues(tmp_path):
     run = tmp_path / "run"
     proc = start(*ARGS, "--epochs", "400", "--out", str(run))
-    deadline = time.time() + 120
-    while not (run / LATEST).exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    wait_for_checkpoint(proc, run)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -79,10 +80,7 @@ def test_ctrl_c_saves_and_exits_cleanly_and_resume_continues(tmp_path):
 def test_second_writer_is_refused_and_a_killed_writer_frees_the_run(tmp_path):
     run = tmp_path / "run"
     proc = start(*ARGS, "--epochs", "400", "--out", str(run))
-    deadline = time.time() + 120
-    while not (run / LATEST).exists():
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    wait_for_checkpoint(proc, run)
     second = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(run), "--quiet"],
                             capture_output=True, text=True, timeout=120)
     assert second.returncode == 2
@@ -135,9 +133,7 @@ def test_random_kills_during_train_evaluate_and_report_never_leave_half_files(tm
         proc = subprocess.Popen([sys.executable, "-m", "vaekit", *argv], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         if argv[0] == "train" and "--out" in argv:
-            while not (run / LATEST).exists():
-                assert proc.poll() is None, proc.communicate()
-                time.sleep(0.05)
+            wait_for_checkpoint(proc, run)
         time.sleep(rng.uniform(0.5, 4.0))  # past the imports, into the work
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
