@@ -412,3 +412,24 @@ def test_train_on_fashion_mnist_folder_given_directly(data_dir, tmp_path):
                   "--quiet", "--importance-samples", "2", "--no-report", "--out", str(tmp_path / "run"))
     assert res.returncode == 0, res.stderr
     assert "test ELBO" in res.stdout
+
+
+@pytest.mark.parametrize("name, shape, likelihood, n", [
+    ("default", [1, 28, 28], "bernoulli", 5000), ("digits", [1, 8, 8], "bernoulli", 1797),
+    ("swiss-roll", [3], "gaussian", 10_000)])
+def test_builtin_sources_that_need_no_files(name, shape, likelihood, n):
+    data = load_dataset(cfg(name))
+    assert data.spec.shape == shape and data.spec.likelihood == likelihood
+    assert sum(data.spec.sizes.values()) == n and data.test_labels is not None
+    if likelihood == "bernoulli":
+        assert data.train.min() >= 0 and data.train.max() <= 1 and data.spec.binarize == "dynamic"
+    else:  # the swiss roll's label is its manifold coordinate t, in [1.5 pi, 4.5 pi]
+        assert data.spec.scaling == "standardize" and data.train_labels.is_floating_point()
+        assert 1.5 * np.pi <= float(data.train_labels.min()) and float(data.train_labels.max()) <= 4.5 * np.pi
+
+
+def test_mnist_source_reads_its_idx_files_from_a_subfolder(tmp_path):
+    write_idx_dataset(tmp_path / "mnist")  # data_dir/mnist/, as the registry looks for it
+    data = load_dataset(cfg("mnist", data_dir=str(tmp_path)))
+    assert data.spec.class_names == [str(i) for i in range(10)] and data.spec.sizes["test"] == 10
+    assert data.spec.data_dir == str(tmp_path.resolve())
