@@ -374,6 +374,19 @@ def _table(rows: list[tuple[str, str]], escape: bool = True) -> str:
     return f"<table>{cells}</table>"
 
 
+def _training_line(run_dir: Path) -> str:
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    procs = summary.get("world_size", 1)
+    return (f" Trained {summary['epochs']} epochs (the kept model is epoch {summary['best_epoch']}, "
+            f"the best on validation) in {summary['train_seconds']:.0f} s"
+            f"{f' on {procs} processes' if procs > 1 else ''}"
+            f"{', stopped early' if summary.get('stopped_early') else ''}.")
+
+
 def render_html(run_dir: Path, model, evaluation: dict, latent: dict, figures: list[Figure],
                 explorer: str) -> str:
     from . import __version__
@@ -410,7 +423,7 @@ pre {{ background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em;
 </style></head><body>
 <h1>vaekit report: {html.escape(run_dir.name)}</h1>
 <p>Run directory <code>{html.escape(str(run_dir))}</code>; written {time.strftime('%Y-%m-%d %H:%M')}
-by vaekit {__version__} with torch {torch.__version__}.</p>
+by vaekit {__version__} with torch {torch.__version__}.{_training_line(run_dir)}</p>
 <h2>Evaluation on the test set</h2>
 {_table(table_rows(evaluation))}
 <p class="reading">Per-example means in nats. The ELBO is the training objective, a lower bound on
