@@ -402,6 +402,21 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "datasets": cmd_datase
             "gmm": cmd_gmm, "download": cmd_download}
 
 
+def _finish(args, code: int) -> int:
+    """Under torchrun, leave without the interpreter's exit-time destructors: PyTorch's
+    process-group objects can abort there ("terminate called without an active
+    exception") after a run that finished and wrote everything. Files are written and
+    fsynced already; the streams are flushed here."""
+    from .distributed import from_env
+
+    if args.command == "train" and from_env().distributed:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     """Library warnings (e.g. EM's ConvergenceWarning) as one ``warning:`` line."""
     print(f"warning: {message}", file=sys.stderr)
@@ -421,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import VaekitError
 
     try:
-        return COMMANDS[args.command](args)
+        return _finish(args, COMMANDS[args.command](args))
     except VaekitError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -67,8 +67,13 @@ def device_for(device: torch.device, world: World) -> torch.device:
 
 
 def teardown() -> None:
+    """Leave the process group together: a barrier first, so that no process destroys its
+    end while another still uses the group."""
     if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def all_sum(values: list[float], device: torch.device) -> list[float]:

@@ -251,6 +251,7 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
         for event, fns in tb.items():
             merged.setdefault(event, []).extend(fns)
         callbacks = merged
+    trainer = None
     try:
         trainer = Trainer(model, data, cfg, run_dir, callbacks=callbacks)
         summary = trainer.fit(resume=resume)
@@ -258,6 +259,8 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
         if writer is not None:
             writer.close()
         if world.distributed:
+            if trainer is not None:
+                trainer.close()
             distributed.teardown()  # the processes part here; rank 0 evaluates alone
     summary["run_dir"] = str(run_dir)
     summary["rank"] = world.rank

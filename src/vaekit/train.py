@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -173,6 +174,14 @@ class Trainer:
         self.state = TrainState()
         self.best_weights: dict[str, torch.Tensor] | None = None  # in memory, without a run_dir
         self.history: list[dict] = []
+
+    def close(self) -> None:
+        """Let go of DistributedDataParallel before the process group is destroyed: its
+        reducer refers to the group, and one torn down at interpreter exit after the group
+        can abort the process ("terminate called without an active exception")."""
+        if self.world.distributed:
+            self.step_module = ObjectiveStep(self.model, self.objective)
+            gc.collect()
 
     @property
     def writes(self) -> bool:
