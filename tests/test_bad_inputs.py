@@ -3,7 +3,6 @@
 pre-existing good run (and of the damaged copy the case works on) byte-identical."""
 
 import gzip
-import json
 import os
 import pickle
 import shutil

@@ -6,8 +6,6 @@ import gzip
 import hashlib
 import http.server
 import json
-import os
-import shutil
 import threading
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 """SIGKILL at random moments during training never leaves an unusable run directory."""
 
-import os
 import random
 import signal
 import subprocess

@@ -5,10 +5,8 @@ Decoder x = W z + b + noise, noise ~ N(0, s^2 I), prior z ~ N(0, I):
 and the exact posterior is Gaussian, so an encoder can be set to it or to something worse.
 """
 
-import math
 
 import numpy as np
-import pytest
 import torch
 from scipy import stats
 

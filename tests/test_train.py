@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 import vaekit
 from vaekit.errors import TrainingDiverged
 from vaekit.runs import train_and_evaluate
-from vaekit.train import LATEST, Trainer
+from vaekit.train import LATEST
 
 from conftest import tiny_config
 
