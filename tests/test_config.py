@@ -63,3 +63,21 @@ def test_every_preset_is_valid():
     assert {"mnist-mlp", "latent-2d", "conv-28"} <= set(config_mod.preset_names())
     for name in config_mod.preset_names():
         config_mod.resolve(name)
+
+
+@pytest.mark.parametrize("name", config_mod.preset_names())
+def test_every_preset_trains_an_epoch(name, tmp_path):
+    """Each preset, as `vaekit train --preset NAME` runs it, for one epoch on a few hundred
+    examples (the benchmark data presets need VAEKIT_DATA_DIR)."""
+    import os
+
+    from conftest import run_cli
+
+    needs = config_mod.load_preset(name).get("data", {}).get("name", "default")
+    if needs in ("binarized-mnist", "fashion-mnist", "mnist") and not os.environ.get("VAEKIT_DATA_DIR"):
+        pytest.skip("VAEKIT_DATA_DIR is not set to the benchmark data folder")
+    res = run_cli("train", "--preset", name, "--epochs", "1", "--set", "data.max_train=300",
+                  "--set", "model.prior_components=10", "--importance-samples", "2", "--no-report",
+                  "--quiet", "--set", "train.threads=1", "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    assert "test ELBO" in res.stdout
