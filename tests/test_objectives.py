@@ -5,6 +5,7 @@ Decoder x = W z + b + noise, noise ~ N(0, s^2 I), prior z ~ N(0, I):
 and the exact posterior is Gaussian, so an encoder can be set to it or to something worse.
 """
 
+import logging
 
 import numpy as np
 import torch
@@ -129,3 +130,16 @@ def test_beta_weights_only_the_kl_in_the_loss():
     t0 = elbo(model, x, beta=0.25)
     torch.testing.assert_close(t0.loss, -(t1.reconstruction - 0.25 * t1.kl))
     torch.testing.assert_close(t0.elbo, t1.elbo)
+
+
+def test_evaluation_with_progress_says_what_it_computes_and_gives_the_same_numbers(caplog):
+    from vaekit.evaluation import evaluate
+
+    model, x = linear_gaussian_vae(), data(40)
+    quiet = evaluate(model, x, 200, seed=3)
+    with caplog.at_level(logging.INFO, logger="vaekit"):
+        shown = evaluate(model, x, 200, seed=3, progress=True)
+    assert "K = 200 importance samples on 40 images" in caplog.text
+    assert shown["log_px"] == quiet["log_px"] and shown["elbo"] == quiet["elbo"]
+    # and the estimate is the exact marginal likelihood of this linear-Gaussian model
+    assert abs(shown["log_px"] - exact_log_px(model, x).mean()) < 0.05

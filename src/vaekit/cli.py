@@ -219,7 +219,7 @@ def cmd_evaluate(args) -> int:
         raise ValueError(f"--importance-samples must be at least 1, got {args.importance_samples}")
     result = evaluate_run(args.run_dir, args.importance_samples, data_dir=args.data_dir,
                           split=args.split, chunk_mib=args.chunk_mib, seed=args.seed,
-                          device=args.device)
+                          device=args.device, progress=True)
     if args.json:
         print(json.dumps(result))
     else:

@@ -16,6 +16,7 @@ chunked over samples (see :func:`vaekit.objectives.importance_sampled`), with it
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 
 from .objectives import importance_sampled
+
+log = logging.getLogger(__name__)
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -64,8 +67,12 @@ def plan_chunks(model, n: int, samples: int, chunk_mib: int) -> tuple[int, int]:
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mib: int = 0,
              seed: int = 1234, log_abs_det_jacobian: float = 0.0,
-             device: torch.device | str | None = None) -> dict:
-    """All held-out numbers for ``x`` (model-space tensor ``(N, *x_shape)``) as one dict."""
+             device: torch.device | str | None = None, progress: bool = False) -> dict:
+    """All held-out numbers for ``x`` (model-space tensor ``(N, *x_shape)``) as one dict.
+
+    ``progress`` logs one line saying what is about to be computed and shows a progress bar
+    over the test images where stderr is a terminal (K = 5000 on 10,000 images is minutes to
+    tens of minutes on a CPU)."""
     if importance_samples < 1:
         raise ValueError(f"importance_samples must be at least 1, got {importance_samples}")
     if len(x) == 0:
@@ -77,6 +84,14 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
     if chunk_mib <= 0:
         chunk_mib = auto_chunk_mib(device)
     batch, chunk = plan_chunks(model, len(x), importance_samples, chunk_mib)
+    bar = None
+    if progress:
+        log.info("evaluating: log p(x) with K = %d importance samples on %d images "
+                 "(%d per batch, %d samples per chunk)", importance_samples, len(x), batch, chunk)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(x), desc="evaluate", unit="image", leave=False, disable=None,
+                   dynamic_ncols=True)
     log_px, recon, kl, means = [], [], [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -87,6 +102,10 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
             recon.append(est.reconstruction.double().cpu())
             kl.append(est.kl.double().cpu())
             means.append(model.encode(xb).mean.double().cpu())
+            if bar is not None:
+                bar.update(len(xb))
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     log_px_t, recon_t, kl_t = torch.cat(log_px), torch.cat(recon), torch.cat(kl)
     codes = torch.cat(means)  # (N, L)

@@ -271,7 +271,8 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
                      run_dir / BEST)
     k = evaluate_samples or cfg.eval.importance_samples
     result = evaluate(model, data.test, k, chunk_mib=cfg.eval.chunk_mib, seed=cfg.eval.seed,
-                      log_abs_det_jacobian=data.spec.log_abs_det_jacobian, device=trainer.device)
+                      log_abs_det_jacobian=data.spec.log_abs_det_jacobian, device=trainer.device,
+                      progress=cfg.train.progress)
     ckpt.atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=1))
     summary["evaluation"] = result
     ckpt.atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=1))
@@ -286,13 +287,14 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
 
 def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_dir: str | None = None,
                  split: str = "test", chunk_mib: int = 0, seed: int = 1234,
-                 device: str = "cpu", save: bool = True) -> dict:
+                 device: str = "cpu", save: bool = True, progress: bool = False) -> dict:
     """Reload a run and evaluate it on exactly the test (or validation) set it was trained with."""
     model = load_run(run_dir, device=device)
     data = dataset_for_spec(model.data_spec, data_dir)
     x = data.test if split == "test" else data.valid
     result = evaluate(model, x, importance_samples, chunk_mib=chunk_mib, seed=seed,
-                      log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian, device=device)
+                      log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian, device=device,
+                      progress=progress)
     result["split"] = split
     if save and split == "test":
         ckpt.atomic_write_text(Path(run_dir) / EVALUATION, json.dumps(result, indent=1))
