@@ -1,6 +1,9 @@
 """Configuration: defaults, presets, files and overrides, refused early with clear reasons."""
 
+import os
+
 import pytest
+from conftest import run_cli
 
 from vaekit import config as config_mod
 from vaekit.errors import ConfigError
@@ -69,10 +72,6 @@ def test_every_preset_is_valid():
 def test_every_preset_trains_an_epoch(name, tmp_path):
     """Each preset, as `vaekit train --preset NAME` runs it, for one epoch on a few hundred
     examples (the benchmark data presets need VAEKIT_DATA_DIR)."""
-    import os
-
-    from conftest import run_cli
-
     needs = config_mod.load_preset(name).get("data", {}).get("name", "default")
     if needs in ("binarized-mnist", "fashion-mnist", "mnist") and not os.environ.get("VAEKIT_DATA_DIR"):
         pytest.skip("VAEKIT_DATA_DIR is not set to the benchmark data folder")

@@ -48,7 +48,7 @@ def decoder_floats_per_sample(model) -> int:
 
 def auto_chunk_mib(device: torch.device) -> int:
     """The memory one chunk of importance samples may use: a quarter of what a CUDA device
-    has free, 256 MiB elsewhere (a CPU shares its memory with everything else)."""
+    has free, 512 MiB on MPS, 256 MiB on a CPU (which shares its memory with everything else)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return max(256, free // 4 // 2**20)
