@@ -89,9 +89,12 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 128
     lr: float = 1e-3
-    # "none", "cosine" (to zero over all epochs) or "exponential" (times lr_gamma per epoch).
+    # "none", "cosine" (to zero over the epochs) or "exponential" (times lr_gamma per epoch).
     lr_schedule: str = "none"
     lr_gamma: float = 0.99
+    # Epochs at the full learning rate before the schedule starts from its own epoch 0
+    # (0 = from the first); cosine then reaches zero over the remaining epochs.
+    lr_decay_start: int = 0
     # Weight of the KL term (beta-VAE); 1 is the ELBO.
     beta: float = 1.0
     # KL warm-up: beta rises linearly from 0 over this many epochs (Sonderby et al. 2016).
@@ -177,7 +180,7 @@ _POSITIVE = (
 )
 _NON_NEGATIVE = (
     "train.beta", "train.warmup_epochs", "train.grad_clip", "train.patience",
-    "train.threads", "data.max_train", "eval.chunk_mib",
+    "train.lr_decay_start", "train.threads", "data.max_train", "eval.chunk_mib",
 )
 
 
@@ -211,6 +214,13 @@ def _validate(cfg: Config) -> None:
     if not 2 <= cfg.report.explorer_grid <= 128:
         raise ConfigError(f"report.explorer_grid must be between 2 and 128 cells per side, got "
                           f"{cfg.report.explorer_grid}")
+    t = cfg.train
+    if t.lr_decay_start and t.lr_schedule == "none":
+        raise ConfigError("train.lr_decay_start delays a schedule, but train.lr_schedule is "
+                          "'none'; set train.lr_schedule to 'exponential' or 'cosine'")
+    if t.lr_decay_start and t.lr_decay_start >= t.epochs:
+        raise ConfigError(f"train.lr_decay_start ({t.lr_decay_start}) must be below train.epochs "
+                          f"({t.epochs}), or the schedule never starts")
     if cfg.model.architecture == "conv" and not cfg.model.conv_channels:
         raise ConfigError("model.conv_channels must name at least one layer for a conv model")
     if cfg.model.prior == "diag-normal":

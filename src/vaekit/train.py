@@ -34,6 +34,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,6 +45,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed
+from .config import TrainConfig
 from .errors import CheckpointError, TrainingDiverged, VaekitError
 from .objectives import Terms, objective_for
 
@@ -98,12 +100,29 @@ def make_optimizer(model, cfg) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer, cfg):
+    """The per-epoch learning-rate schedule, or None. With ``lr_decay_start = S`` the first S
+    epochs run at the full rate and the schedule then starts, as if from epoch 0: cosine
+    reaches zero at the last epoch, exponential multiplies by ``lr_gamma`` per epoch."""
     t = cfg.train
-    if t.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
-    if t.lr_schedule == "exponential":
+    start = t.lr_decay_start
+    if t.lr_schedule == "none":
+        return None
+    if start == 0:  # torch's own schedulers, as runs started before lr_decay_start existed
+        if t.lr_schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_gamma)
-    return None
+    span = t.epochs - start
+    if t.lr_schedule == "cosine":
+        def factor(epoch: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(max(epoch - start, 0), span) / span))
+    else:
+        def factor(epoch: int) -> float:
+            return t.lr_gamma ** max(epoch - start, 0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# what decides the learning rate of each epoch; a change on resume replays the schedule
+_SCHEDULE_KEYS = ("lr", "lr_schedule", "lr_gamma", "lr_decay_start", "epochs")
 
 
 def beta_at(step: int, steps_per_epoch: int, cfg) -> float:
@@ -229,28 +248,42 @@ class Trainer:
             raise CheckpointError(f"{path} holds no training state")
         model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         load_model_state(self.model, model_state, self.run_dir)
+        saved_train = meta.get("config", {}).get("train", {})
+        defaults = TrainConfig()
+        changed = [k for k in _SCHEDULE_KEYS
+                   if saved_train.get(k, getattr(defaults, k)) != getattr(self.cfg.train, k)]
+        if "cosine" not in (saved_train.get("lr_schedule"), self.cfg.train.lr_schedule) and \
+                changed == ["epochs"]:  # only a cosine schedule depends on the epoch count
+            changed = []
         try:
             self.optimizer.load_state_dict(ckpt.join_state(meta["optimizer"], tensors))
-            if self.scheduler and meta.get("scheduler") is not None:
+            if self.scheduler and meta.get("scheduler") is not None and not changed:
                 self.scheduler.load_state_dict(ckpt.join_state(meta["scheduler"], tensors))
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"the optimiser state in the checkpoint does not fit this "
                                   f"model ({e}); resume with the run's own config") from None
-        saved_lr = meta.get("config", {}).get("train", {}).get("lr")
-        if saved_lr is not None and saved_lr != self.cfg.train.lr:  # --lr given on resume
-            log.info("learning rate changed on resume: %g -> %g", saved_lr, self.cfg.train.lr)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.cfg.train.lr
-                if "initial_lr" in group:
-                    group["initial_lr"] = self.cfg.train.lr
-            if self.scheduler:
-                self.scheduler.base_lrs = [self.cfg.train.lr] * len(self.optimizer.param_groups)
+        if changed:  # e.g. --lr or a schedule given on resume
+            self._replay_schedule(changed, TrainState(**meta["state"]).epoch)
         ckpt.set_rng_state(tensors)
         self.epoch_generator_state = tensors["rng.data_epoch"]
         self.generator.set_state(tensors["rng.data"])
         if "rng.noise" in tensors:
             self.noise.set_state(tensors["rng.noise"])
         self.state = TrainState(**meta["state"])
+
+    def _replay_schedule(self, changed: list[str], epochs_done: int) -> None:
+        """Set the learning rate a run configured like this from the start would have after
+        ``epochs_done`` epochs: a schedule changed on resume continues from there."""
+        log.info("learning-rate settings changed on resume (%s): the rate is the one this "
+                 "config gives after %d epochs", ", ".join(changed), epochs_done)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = self.cfg.train.lr
+        self.scheduler = make_scheduler(self.optimizer, self.cfg)
+        if self.scheduler:
+            with warnings.catch_warnings():  # "step() before optimizer.step()": intended here
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(epochs_done):
+                    self.scheduler.step()
 
     # ------------------------------------------------------------------------ loop
 
