@@ -115,8 +115,6 @@ CASES = [
     ("zero-epochs", lambda d, g: ["train", "--epochs", "0"], ["train.epochs", "positive"]),
     ("negative-batch", lambda d, g: ["train", "--batch-size", "-5"], ["train.batch_size", "positive"]),
     ("nan-learning-rate", lambda d, g: ["train", "--lr", "nan"], ["train.lr", "positive"]),
-    ("decay-start-without-schedule", lambda d, g: ["train", "--set", "train.lr_decay_start=5"], ["train.lr_decay_start", "lr_schedule"]),
-    ("decay-start-after-last-epoch", lambda d, g: ["train", "--epochs", "10", "--set", "train.lr_schedule=\"cosine\"", "--set", "train.lr_decay_start=10"], ["train.lr_decay_start (10)", "below train.epochs (10)"]),
     ("latent-larger-than-data", lambda d, g: ["train", "--data", "digits", "--latent-dim", "100"], ["latent_dim = 100", "exceeds the data dimension 64"]),
     ("bad-toml", lambda d, g: ["train", "--config", write(d / "c.toml", "[model\nlatent_dim = 2")], ["c.toml", "not valid TOML"]),
     ("unknown-section", lambda d, g: ["train", "--config", write(d / "u.toml", "[modle]\nlatent_dim = 2\n")], ["[modle]", "did you mean"]),

@@ -100,6 +100,15 @@ def test_delayed_schedule_holds_the_rate_then_decays(tmp_path, schedule):
     assert [r["lr"] for r in metrics(tmp_path / "run")] == pytest.approx(want, rel=1e-12)
 
 
+def test_run_shorter_than_the_delay_keeps_the_full_rate(tmp_path):
+    cfg = tiny_config(train={"epochs": 2, "lr": 3e-3, "lr_schedule": "cosine", "lr_decay_start": 2})
+    train_and_evaluate(cfg, tmp_path / "run")
+    assert [r["lr"] for r in metrics(tmp_path / "run")] == [3e-3, 3e-3]
+    longer = tiny_config(train={"epochs": 4, "lr": 3e-3, "lr_schedule": "cosine", "lr_decay_start": 2})
+    train_and_evaluate(longer, tmp_path / "run", resume=True)  # the schedule starts on resume
+    assert [r["lr"] for r in metrics(tmp_path / "run")] == pytest.approx([3e-3] * 3 + [1.5e-3])
+
+
 @pytest.mark.parametrize("schedule", ["exponential", "cosine"])
 def test_schedule_added_on_resume_continues_as_if_configured_from_the_start(tmp_path, schedule):
     """A finished constant-rate run extended with a delayed schedule ends bit-identical to a

@@ -93,7 +93,8 @@ class TrainConfig:
     lr_schedule: str = "none"
     lr_gamma: float = 0.99
     # Epochs at the full learning rate before the schedule starts from its own epoch 0
-    # (0 = from the first); cosine then reaches zero over the remaining epochs.
+    # (0 = from the first); cosine then reaches zero over the remaining epochs. A run shorter
+    # than this (a quick try of a preset) keeps the full rate throughout.
     lr_decay_start: int = 0
     # Weight of the KL term (beta-VAE); 1 is the ELBO.
     beta: float = 1.0
@@ -214,13 +215,6 @@ def _validate(cfg: Config) -> None:
     if not 2 <= cfg.report.explorer_grid <= 128:
         raise ConfigError(f"report.explorer_grid must be between 2 and 128 cells per side, got "
                           f"{cfg.report.explorer_grid}")
-    t = cfg.train
-    if t.lr_decay_start and t.lr_schedule == "none":
-        raise ConfigError("train.lr_decay_start delays a schedule, but train.lr_schedule is "
-                          "'none'; set train.lr_schedule to 'exponential' or 'cosine'")
-    if t.lr_decay_start and t.lr_decay_start >= t.epochs:
-        raise ConfigError(f"train.lr_decay_start ({t.lr_decay_start}) must be below train.epochs "
-                          f"({t.epochs}), or the schedule never starts")
     if cfg.model.architecture == "conv" and not cfg.model.conv_channels:
         raise ConfigError("model.conv_channels must name at least one layer for a conv model")
     if cfg.model.prior == "diag-normal":

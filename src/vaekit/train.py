@@ -112,6 +112,10 @@ def make_scheduler(optimizer, cfg):
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_gamma)
     span = t.epochs - start
+    if span <= 0:
+        log.info("train.lr_decay_start (%d) is not below train.epochs (%d): the learning rate "
+                 "stays at %g", start, t.epochs, t.lr)
+        return None
     if t.lr_schedule == "cosine":
         def factor(epoch: int) -> float:
             return 0.5 * (1.0 + math.cos(math.pi * min(max(epoch - start, 0), span) / span))
@@ -252,9 +256,11 @@ class Trainer:
         defaults = TrainConfig()
         changed = [k for k in _SCHEDULE_KEYS
                    if saved_train.get(k, getattr(defaults, k)) != getattr(self.cfg.train, k)]
-        if "cosine" not in (saved_train.get("lr_schedule"), self.cfg.train.lr_schedule) and \
-                changed == ["epochs"]:  # only a cosine schedule depends on the epoch count
+        if changed == ["epochs"] and saved_train.get("lr_schedule", "none") == "none" and \
+                self.cfg.train.lr_schedule == "none":  # a constant rate, extended
             changed = []
+        if self.scheduler and meta.get("scheduler") is None and not changed:
+            changed = ["a schedule the checkpoint did not have"]
         try:
             self.optimizer.load_state_dict(ckpt.join_state(meta["optimizer"], tensors))
             if self.scheduler and meta.get("scheduler") is not None and not changed:
