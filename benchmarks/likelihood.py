@@ -103,13 +103,13 @@ def main():
           f"vaekit {vaekit.__version__}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{args.device} ({cpu})")
     head = (f"{'run':<28}{'data':<17}{'ELBO':>10}{'log p(x)':>11}{'±':>6}{'NLL':>9}{'gap':>7}"
-            f"{'active':>8}{'epochs':>9}{'train s':>9}{'eval s':>8}")
+            f"{'active':>8}{'epochs':>11}{'train s':>9}{'eval s':>8}")
     print(head)
     for r in rows:
         epochs = f"{r['best_epoch']}/{r['epochs']}" if r["epochs"] else "-"
         train_s = f"{r['train_s']:.0f}" if r["train_s"] else "-"
         print(f"{Path(r['run']).name[:27]:<28}{r['data'][:16]:<17}{r['elbo']:>10.3f}{r['log_px']:>11.3f}"
-              f"{r['stderr']:>6.2f}{r['nll']:>9.2f}{r['gap']:>7.2f}{r['active']:>8}{epochs:>9}"
+              f"{r['stderr']:>6.2f}{r['nll']:>9.2f}{r['gap']:>7.2f}{r['active']:>8}{epochs:>11}"
               f"{train_s:>9}{r['eval_s']:>8.0f}{'  (evaluation.json)' if r['reused'] else ''}")
     print("\n# published test NLL (nats)")
     for data, model, nll, note, source in PUBLISHED:
