@@ -102,7 +102,7 @@ def make_optimizer(model, cfg) -> torch.optim.Optimizer:
 def make_scheduler(optimizer, cfg):
     """The per-epoch learning-rate schedule, or None. With ``lr_decay_start = S`` the first S
     epochs run at the full rate and the schedule then starts, as if from epoch 0: cosine
-    reaches zero at the last epoch, exponential multiplies by ``lr_gamma`` per epoch."""
+    falls to zero over the remaining epochs, exponential multiplies by ``lr_gamma`` per epoch."""
     t = cfg.train
     start = t.lr_decay_start
     if t.lr_schedule == "none":
