@@ -256,11 +256,8 @@ class Trainer:
         defaults = TrainConfig()
         changed = [k for k in _SCHEDULE_KEYS
                    if saved_train.get(k, getattr(defaults, k)) != getattr(self.cfg.train, k)]
-        if changed == ["epochs"] and saved_train.get("lr_schedule", "none") == "none" and \
-                self.cfg.train.lr_schedule == "none":  # a constant rate, extended
-            changed = []
-        if self.scheduler and meta.get("scheduler") is None and not changed:
-            changed = ["a schedule the checkpoint did not have"]
+        if saved_train.get("lr_schedule", "none") == self.cfg.train.lr_schedule == "none":
+            changed = [k for k in changed if k == "lr"]  # a constant rate: nothing else counts
         try:
             self.optimizer.load_state_dict(ckpt.join_state(meta["optimizer"], tensors))
             if self.scheduler and meta.get("scheduler") is not None and not changed:
@@ -268,14 +265,14 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"the optimiser state in the checkpoint does not fit this "
                                   f"model ({e}); resume with the run's own config") from None
+        self.state = TrainState(**meta["state"])
         if changed:  # e.g. --lr or a schedule given on resume
-            self._replay_schedule(changed, TrainState(**meta["state"]).epoch)
+            self._replay_schedule(changed, self.state.epoch)
         ckpt.set_rng_state(tensors)
         self.epoch_generator_state = tensors["rng.data_epoch"]
         self.generator.set_state(tensors["rng.data"])
         if "rng.noise" in tensors:
             self.noise.set_state(tensors["rng.noise"])
-        self.state = TrainState(**meta["state"])
 
     def _replay_schedule(self, changed: list[str], epochs_done: int) -> None:
         """Set the learning rate a run configured like this from the start would have after
