@@ -42,8 +42,12 @@ TARGETS = {"bmnist-vae": 88.5, "bmnist-best": 85.0, "fmnist-vae": 228.0, "fmnist
 
 
 def train(preset: str, data_dir: str | None, out: str, threads: int) -> None:
+    """``vaekit train --preset``; ``threads`` 0 keeps the preset's own (the likelihood presets
+    pin one thread, so the run repeats the one in RESULTS.md bit for bit)."""
     cmd = [sys.executable, "-m", "vaekit", "train", "--preset", preset, "--out", out, "--quiet",
-           "--set", f"train.threads={threads}", "--no-report"]
+           "--no-report"]
+    if threads:
+        cmd += ["--set", f"train.threads={threads}"]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     print("$", " ".join(cmd), file=sys.stderr)
@@ -57,7 +61,9 @@ def main():
     ap.add_argument("--out", help="run directory for --preset")
     ap.add_argument("--data-dir", help="where the datasets are (else $VAEKIT_DATA_DIR)")
     ap.add_argument("-k", "--importance-samples", type=int, default=5000)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: the preset's own for training, torch's default "
+                         "for evaluating)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--reuse", action="store_true",
@@ -70,7 +76,7 @@ def main():
     if args.preset:
         if not args.out:
             ap.error("--preset needs --out RUN_DIR")
-        train(args.preset, args.data_dir, args.out, args.threads or torch.get_num_threads())
+        train(args.preset, args.data_dir, args.out, args.threads)
         runs.append(args.out)
     if not runs:
         ap.error("give --run RUN or --preset NAME --out RUN")

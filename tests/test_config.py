@@ -68,6 +68,15 @@ def test_every_preset_is_valid():
         config_mod.resolve(name)
 
 
+@pytest.mark.parametrize("name", ["bmnist-vae", "bmnist-best", "fmnist-vae", "fmnist-best"])
+def test_likelihood_presets_pin_one_thread(name):
+    """The recorded runs of benchmarks/RESULTS.md used one thread; a preset left at torch's
+    default would re-run them with another summation order, another trajectory and another
+    NLL. --threads and --set still override it."""
+    assert config_mod.resolve(name).train.threads == 1
+    assert config_mod.resolve(name, overrides=[{"train": {"threads": 2}}]).train.threads == 2
+
+
 @pytest.mark.parametrize("name", config_mod.preset_names())
 def test_every_preset_trains_an_epoch(name, tmp_path):
     """Each preset, as `vaekit train --preset NAME` runs it, for one epoch on a few hundred
