@@ -61,8 +61,9 @@ def stop_after(steps):
 
 
 @pytest.mark.parametrize("stop_at", [46, 30])  # 23 batches an epoch: an epoch's end, mid-epoch
-@pytest.mark.parametrize("extra", [{}, {"lr_schedule": "cosine", "warmup_epochs": 1,
-                                        "importance_samples": 3, "grad_clip": 5.0}])
+@pytest.mark.parametrize("extra", [{}, {"engine": "autograd"},
+                                   {"lr_schedule": "cosine", "warmup_epochs": 1,
+                                    "importance_samples": 3, "grad_clip": 5.0}])
 def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, extra, stop_at):
     cfg = tiny_config(train={"epochs": 4, **extra})
     train_and_evaluate(cfg, tmp_path / "full")

@@ -113,6 +113,11 @@ class TrainConfig:
     threads: int = 0
     # "fp32", "bf16" or "fp16" (autocast on the networks; likelihoods stay in fp32).
     precision: str = "fp32"
+    # How gradients are computed: "autograd"; "fused" (a hand-derived step for the plain
+    # MLP VAE, relu/tanh/linear, with a N(0, I) prior and a Bernoulli likelihood, fp32,
+    # one sample, one process); "auto": fused on a CPU wherever it applies. The two agree
+    # up to float rounding. A resumed run keeps the engine it began with.
+    engine: str = "auto"
     # Show a progress bar on a terminal.
     progress: bool = True
     # Write scalars and sample images for TensorBoard into RUN/tensorboard/ (needs the
@@ -172,6 +177,7 @@ _CHOICES = {
     "train.lr_schedule": ("none", "cosine", "exponential"),
     "train.device": ("cpu", "cuda", "mps", "auto"),
     "train.precision": ("fp32", "bf16", "fp16"),
+    "train.engine": ("auto", "autograd", "fused"),
 }
 
 _POSITIVE = (

@@ -45,6 +45,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from . import distributed
+from . import fused
 from .config import TrainConfig
 from .errors import CheckpointError, TrainingDiverged, VaekitError
 from .objectives import Terms, objective_for
@@ -71,6 +72,7 @@ class TrainState:
     bad_epochs: int = 0  # epochs since the best
     sums: dict = field(default_factory=dict)  # running sums of the current epoch
     seconds: float = 0.0  # training wall time so far
+    engine: str = ""  # "autograd" or "fused", as this run began ("": before engines existed)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,6 +99,47 @@ def make_optimizer(model, cfg) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.train.lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch, or a device without it
         return torch.optim.Adam(params, lr=cfg.train.lr)
+
+
+def adam_step(optimizer: torch.optim.Optimizer) -> bool:
+    """One update of torch's fused Adam as ``optimizer.step()`` makes it, calling the same
+    kernel with the same arguments (bit-identical; tests/test_fused.py checks), without the
+    step's per-call Python bookkeeping (hooks, profiler record, regrouping by device): ~0.1
+    ms, a few percent of a small model's step on a CPU. Returns False, doing nothing, where
+    the shortcut does not apply (another optimiser or options, state not yet created,
+    registered hooks): the caller then calls ``optimizer.step()``."""
+    fused_adam = getattr(torch, "_fused_adam_", None)
+    if (fused_adam is None or type(optimizer) is not torch.optim.Adam
+            or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+            or getattr(optimizer, "grad_scale", None) is not None
+            or getattr(optimizer, "found_inf", None) is not None):
+        return False
+    calls = []
+    for group in optimizer.param_groups:
+        if (not group.get("fused") or group["amsgrad"] or group["capturable"]
+                or group["differentiable"] or group.get("decoupled_weight_decay", False)):
+            return False
+        lists: tuple[list, ...] = ([], [], [], [], [])
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = optimizer.state.get(p)
+            if not state or p.grad.is_sparse or p.grad.dtype != p.dtype or p.grad.device != p.device:
+                return False
+            for out, t in zip(lists, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"])):
+                out.append(t)
+        calls.append((group, lists))
+    with torch.no_grad():
+        for group, (params, grads, avgs, sqs, steps) in calls:
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            torch._foreach_add_(steps, 1)
+            fused_adam(params, grads, avgs, sqs, [], steps, amsgrad=False, lr=group["lr"],
+                       beta1=float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
+                       eps=group["eps"], maximize=group["maximize"], grad_scale=None,
+                       found_inf=None)
+    return True
 
 
 def make_scheduler(optimizer, cfg):
@@ -167,6 +210,7 @@ class Trainer:
         self.data = data
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.custom_objective = objective is not None
         self.objective = objective or objective_for(cfg.train.importance_samples)
         self.samples = max(1, cfg.train.importance_samples)
         # minGPT-style hooks: "on_batch_end"(trainer) and "on_epoch_end"(trainer, row)
@@ -195,8 +239,37 @@ class Trainer:
         self.epoch_generator_state = self.generator.get_state()
         self.noise = torch.Generator().manual_seed(cfg.train.seed + 2)  # eps of each global batch
         self.state = TrainState()
+        self.fused: fused.FusedStep | None = None
+        self._choose_engine(None)
         self.best_weights: dict[str, torch.Tensor] | None = None  # in memory, without a run_dir
         self.history: list[dict] = []
+
+    def _choose_engine(self, begun_with: str | None) -> None:
+        """Fused step or autograd, from train.engine; with "auto", a resumed run keeps the
+        engine it began with (``begun_with``), whose rounding its first epochs followed."""
+        wanted = self.cfg.train.engine
+        self.fused = None
+        self._engine_note = "autograd (train.engine)"
+        if wanted == "auto" and begun_with is not None and begun_with != "fused":
+            self._engine_note = "autograd, as this run began"
+            return
+        if wanted == "autograd":
+            return
+        if wanted == "auto" and self.device.type != "cpu":  # measured on CPUs only
+            self._engine_note = "autograd (train.engine=\"fused\" uses the fused step here)"
+            return
+        step, reason = fused.fused_step_for(self.model, self.cfg, self.custom_objective,
+                                            self.world.distributed)
+        if step is None and wanted == "fused":
+            raise VaekitError(f"train.engine = \"fused\" does not cover {reason}; use "
+                              "--set train.engine=\"auto\" (fused where it applies)")
+        self.fused = step
+        self._engine_note = (f"autograd (the fused step does not cover {reason})" if step is None
+                             else "fused (hand-derived gradients)")
+
+    @property
+    def engine(self) -> str:
+        return "fused" if self.fused is not None else "autograd"
 
     def close(self) -> None:
         """Let go of DistributedDataParallel before the process group is destroyed: its
@@ -266,6 +339,7 @@ class Trainer:
             raise CheckpointError(f"the optimiser state in the checkpoint does not fit this "
                                   f"model ({e}); resume with the run's own config") from None
         self.state = TrainState(**meta["state"])
+        self._choose_engine(self.state.engine)
         if changed:  # e.g. --lr or a schedule given on resume
             self._replay_schedule(changed, self.state.epoch)
         ckpt.set_rng_state(tensors)
@@ -396,6 +470,10 @@ class Trainer:
             self.restore()
             if self.writes:
                 self._trim_metrics()
+        self.state.engine = self.engine
+        if self.world.main:
+            log.info("training step: %s", self._engine_note)
+        stepped = False  # optimizer.step() called once in this fit (LR schedulers check)
         params = [p for p in self.model.parameters() if p.requires_grad]
         n = len(self.data.train)
         bs = t.batch_size
@@ -441,26 +519,30 @@ class Trainer:
                     lo, hi = _shard(len(idx), self.world)
                     xb = x_epoch[idx[lo:hi]].to(self.device, non_blocking=True)
                     beta = beta_at(self.state.step, steps_per_epoch, cfg)
-                    with _autocast(self.device, t.precision):
-                        terms = self.step_module(xb, beta, eps[:, lo:hi].to(self.device))
-                    loss = shard_loss(terms, self.world.size, len(idx))
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if self.scaler:
-                        self.scaler.scale(loss).backward()
-                        self.scaler.unscale_(self.optimizer)
+                    if self.fused is not None:  # loss and gradients in one hand-derived pass
+                        terms, loss = self.fused(xb, beta, eps.to(self.device))
                     else:
-                        loss.backward()
-                    norm = _grad_norm(params, t.grad_clip)
+                        with _autocast(self.device, t.precision):
+                            terms = self.step_module(xb, beta, eps[:, lo:hi].to(self.device))
+                        loss = shard_loss(terms, self.world.size, len(idx))
+                        self.optimizer.zero_grad(set_to_none=True)
+                        if self.scaler:
+                            self.scaler.scale(loss).backward()
+                            self.scaler.unscale_(self.optimizer)
+                        else:
+                            loss.backward()
+                    grad_check = _grad_check(params, t.grad_clip)
                     # one host sync per step: the loss and (without a GradScaler, which skips
                     # such steps itself) the gradient must be finite before the update
-                    finite = torch.isfinite(loss) & (torch.isfinite(norm) if not self.scaler else True)
+                    finite = torch.isfinite(loss) & (torch.isfinite(grad_check) if not self.scaler else True)
                     if distributed.any_flag([not bool(finite)], self.device)[0]:
                         raise TrainingDiverged(self._diverged(self._culprit(terms, loss), b))
                     if self.scaler:
                         self.scaler.step(self.optimizer)
                         self.scaler.update()
-                    else:
-                        self.optimizer.step()
+                    elif not (stepped and adam_step(self.optimizer)):
+                        self.optimizer.step()  # the first step of a fit: creates the state
+                        stepped = True
                     acc += torch.stack([terms.loss.detach().sum(), terms.elbo.detach().sum(),
                                         terms.reconstruction.detach().sum(),
                                         terms.kl.detach().sum()]).double()
@@ -542,7 +624,7 @@ class Trainer:
         return {"epochs": self.state.epoch, "steps": self.state.step, "best_epoch": self.state.best_epoch,
                 "best_valid_objective": self.state.best, "interrupted": interrupted,
                 "stopped_early": stopped_early, "train_seconds": round(self.state.seconds, 3),
-                "world_size": self.world.size}
+                "world_size": self.world.size, "engine": self.engine}
 
 
 def shard_loss(terms: Terms, world_size: int, global_batch: int) -> torch.Tensor:
@@ -566,12 +648,13 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
         ckpt.remove_stale_temporaries(folder)
 
 
-def _grad_norm(params, clip: float) -> torch.Tensor:
-    """The gradients' global norm (non-finite if any gradient is), clipped when clip > 0."""
+def _grad_check(params, clip: float) -> torch.Tensor:
+    """With clip > 0, the gradients' global norm, clipped; without, a number that is finite
+    exactly when every gradient is: the sum of all their elements, half the cost of the
+    norms (a sum of finite gradients overflows only past 1e38, diverged by any measure)."""
     if clip > 0:
         return torch.nn.utils.clip_grad_norm_(params, clip)
-    grads = [p.grad for p in params if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return torch.stack([p.grad.sum() for p in params if p.grad is not None]).sum()
 
 
 def _progress(total: int, initial: int, epoch: int, t):
