@@ -137,6 +137,67 @@ def flops_per_image(hidden: int = 400, latent: int = 20, d: int = 784) -> float:
     return 2 * macs + 4 * macs - 2 * d * hidden
 
 
+def _per_call_ms(fn, reps: int = 300) -> float:
+    for _ in range(30):
+        fn()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps * 1e3
+
+
+@torch.no_grad()
+def step_breakdown(data, batch: int, step_ms: float) -> list[tuple[str, float]]:
+    """Where one step of (b) goes: parts timed in a loop by themselves (warm caches), the
+    element-wise work as the fused step less its products, the loop's own work as (b)'s
+    measured step less the fused step and Adam."""
+    from vaekit.fused import fused_step_for
+    from vaekit.train import adam_step, make_optimizer
+
+    cfg = config_mod.merge(config_mod.Config(), {
+        "model": {"hidden": [400], "latent_dim": 20, "likelihood": "bernoulli"}}).validate()
+    torch.manual_seed(0)
+    model = build_vae(cfg.model, data.shape, "bernoulli")
+    step, _ = fused_step_for(model, cfg, False, False)
+    x = data.train[:batch].reshape(batch, -1)
+    eps = torch.randn(1, batch, 20)
+    enc1, enc2 = model.encoder.body[0], model.encoder.body[2]
+    dec1, dec2 = model.decoder.body[0], model.decoder.body[2]
+    h, g, g_h = torch.rand(batch, 400), torch.randn(batch, 784), torch.randn(batch, 400)
+    z, g_o, g_z = torch.randn(batch, 20), torch.randn(batch, 40), torch.randn(batch, 400)
+    out1, out4 = torch.empty(400, 784), torch.empty(784, 400)
+
+    def large():  # x W1^T, h W4^T; dW4 = g^T h, dh = g W4, dW1 = g_h^T x
+        torch.addmm(enc1.bias, x, enc1.weight.t())
+        torch.addmm(dec2.bias, h, dec2.weight.t())
+        torch.mm(g.t(), h, out=out4)
+        torch.mm(g, dec2.weight)
+        torch.mm(g_h.t(), x, out=out1)
+
+    def small():  # the latent layers: two forward products, four backward
+        torch.addmm(enc2.bias, h, enc2.weight.t())
+        torch.addmm(dec1.bias, z, dec1.weight.t())
+        torch.mm(g_z.t(), z)
+        torch.mm(g_z, dec1.weight)
+        torch.mm(g_o.t(), h)
+        torch.mm(g_o, enc2.weight)
+
+    optimizer = make_optimizer(model, cfg)
+    step(x, 1.0, eps)
+    optimizer.step()  # creates Adam's state
+    t_large, t_small = _per_call_ms(large), _per_call_ms(small)
+    t_step = _per_call_ms(lambda: step(x, 1.0, eps))
+    t_adam = _per_call_ms(lambda: adam_step(optimizer))
+    return [
+        ("five large products (128x784x400)", t_large),
+        ("six small products (latent layers)", t_small),
+        ("element-wise work of the fused step", t_step - t_large - t_small),
+        ("Adam (fused kernel, 648k parameters)", t_adam),
+        ("the loop: gather, noise, checks, sums", step_ms - t_step - t_adam),
+        ("(b)'s measured step", step_ms),
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", required=False, help="folder with binarized MNIST (.amat)")
@@ -145,6 +206,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also time the parts of one step of (b) (fp32)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -178,6 +241,12 @@ def main():
     print(f"{'ratio (b)/(a)':<34}{med[names[1]] / med[names[0]]:>10.2f}x")
     print(f"{'ratio (c)/(a)':<34}{med[names[2]] / med[names[0]]:>10.2f}x")
     print(f"{'matmul peak (1024^2, fp32)':<34}{'':>10}{peak:>10.1f}")
+    if args.breakdown:
+        step_ms = args.batch_size / med[names[1]] * 1e3
+        print(f"\n# one step of (b), batch {args.batch_size}: parts timed alone, the rest by difference")
+        for part, ms in step_breakdown(data, args.batch_size, step_ms):
+            print(f"{part:<40}{ms:>8.2f} ms")
+        print(f"{'2.5x the reference would need':<40}{args.batch_size / med[names[0]] * 1e3 / 2.5:>8.2f} ms")
 
 
 if __name__ == "__main__":

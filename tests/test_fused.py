@@ -8,6 +8,7 @@ import torch
 
 from safetensors.torch import load_file
 
+from vaekit import checkpoint as ckpt
 from vaekit import config as config_mod
 from vaekit.errors import TrainingDiverged, VaekitError
 from vaekit.fused import fused_step_for, unsupported_reason
@@ -152,12 +153,20 @@ def test_fused_and_autograd_training_follow_the_same_curve(tmp_path):
     assert max(abs(u - v) for u, v in zip(f, a)) < 0.01, (f, a)
 
 
-def test_a_resumed_run_keeps_the_engine_it_began_with(tmp_path):
-    """A run begun with autograd (as every run before the fused step was) and resumed under
-    "auto" continues with autograd, so it ends bit-identical to the uninterrupted run."""
+@pytest.mark.parametrize("old_checkpoint", [False, True])
+def test_a_resumed_run_keeps_the_engine_it_began_with(tmp_path, old_checkpoint):
+    """A run begun with autograd and resumed under "auto" continues with autograd, so it
+    ends bit-identical to the uninterrupted run; so does a checkpoint written before the
+    fused step existed (no engine recorded)."""
     full = tiny_config(train={"epochs": 4, "engine": "autograd"})
     train_and_evaluate(full, tmp_path / "full")
     train_and_evaluate(tiny_config(train={"epochs": 2, "engine": "autograd"}), tmp_path / "cut")
+    if old_checkpoint:
+        path = tmp_path / "cut" / LATEST
+        tensors, meta = ckpt.load(path)
+        assert meta["state"].pop("engine") == "autograd"
+        del meta["config"]["train"]["engine"]
+        ckpt.atomic_write_bytes(path, ckpt.to_bytes(tensors, meta))
     resumed = train_and_evaluate(tiny_config(train={"epochs": 4}), tmp_path / "cut", resume=True)
     assert resumed["engine"] == "autograd"
     x, y = load_file(str(tmp_path / "full" / LATEST)), load_file(str(tmp_path / "cut" / LATEST))
