@@ -238,3 +238,8 @@ def test_grad_check_is_finite_exactly_when_every_gradient_is(bad):
     params[1].grad[2] = bad
     assert not torch.isfinite(_grad_check(params, 0.0))
     assert not torch.isfinite(_grad_check(params, 1.0))  # clipping: the norm
+
+
+def test_an_unknown_engine_is_refused_with_the_choices():
+    with pytest.raises(config_mod.ConfigError, match="train.engine.*'auto', 'autograd', 'fused'"):
+        tiny_config(train={"engine": "jit"})
