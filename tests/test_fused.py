@@ -129,12 +129,13 @@ def test_fused_asked_for_an_uncovered_model_is_one_clear_error(tmp_path):
     with pytest.raises(VaekitError, match="does not cover gated units"):
         train_and_evaluate(tiny_config(model={"gated": True}, train={"engine": "fused"}),
                            tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
     r = run_cli("train", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "cli"),
                 "--set", "model.gated=true", "--set", 'train.engine="fused"')
     assert r.returncode == 2
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "train.engine" in lines[0] and "gated" in lines[0]
-    assert not (tmp_path / "cli" / LATEST).exists()
+    assert not (tmp_path / "cli").exists()
 
 
 def valid_elbos(run):

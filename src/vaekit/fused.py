@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import MIN_SCALE, BernoulliLikelihood, StandardNormalPrior
+from .errors import ConfigError
 from .networks import MLPDecoder, MLPEncoder
 from .objectives import Terms
 
@@ -179,3 +180,13 @@ def fused_step_for(model, cfg, custom_objective: bool, distributed: bool):
     """(FusedStep or None, the reason it is not used or None)."""
     reason = unsupported_reason(model, cfg, custom_objective, distributed)
     return (None, reason) if reason else (FusedStep(model), None)
+
+
+def require(model, cfg, custom_objective: bool = False, distributed: bool = False) -> None:
+    """With ``train.engine = "fused"``, refuse (ConfigError) a model the step does not cover."""
+    if cfg.train.engine != "fused":
+        return
+    reason = unsupported_reason(model, cfg, custom_objective, distributed)
+    if reason:
+        raise ConfigError(f'train.engine = "fused" does not cover {reason}; use '
+                          '--set train.engine="auto" (fused where it applies)')

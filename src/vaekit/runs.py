@@ -29,6 +29,7 @@ import torch
 from . import checkpoint as ckpt
 from . import config as config_mod
 from . import distributed
+from . import fused
 from .config import SHAPE_KEYS, Config
 from .data import DataSpec, Dataset, dataset_for_spec, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, VaekitError
@@ -165,9 +166,11 @@ def prepare(cfg: Config) -> tuple[Dataset, VAE]:
 
 def build_vae_checked(cfg: Config, data: Dataset) -> VAE:
     try:
-        return build_vae(cfg.model, data.shape, data.spec.likelihood, init_data=data.train)
+        model = build_vae(cfg.model, data.shape, data.spec.likelihood, init_data=data.train)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    fused.require(model, cfg, distributed=distributed.from_env().distributed)  # before any write
+    return model
 
 
 def resume_config(run_dir: str | Path, overrides: list[dict]) -> Config:

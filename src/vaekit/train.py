@@ -258,11 +258,9 @@ class Trainer:
         if wanted == "auto" and self.device.type != "cpu":  # measured on CPUs only
             self._engine_note = "autograd (train.engine=\"fused\" uses the fused step here)"
             return
+        fused.require(self.model, self.cfg, self.custom_objective, self.world.distributed)
         step, reason = fused.fused_step_for(self.model, self.cfg, self.custom_objective,
                                             self.world.distributed)
-        if step is None and wanted == "fused":
-            raise VaekitError(f"train.engine = \"fused\" does not cover {reason}; use "
-                              "--set train.engine=\"auto\" (fused where it applies)")
         self.fused = step
         self._engine_note = (f"autograd (the fused step does not cover {reason})" if step is None
                              else "fused (hand-derived gradients)")
@@ -649,9 +647,9 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
 
 
 def _grad_check(params, clip: float) -> torch.Tensor:
-    """With clip > 0, the gradients' global norm, clipped; without, a number that is finite
-    exactly when every gradient is: the sum of all their elements, half the cost of the
-    norms (a sum of finite gradients overflows only past 1e38, diverged by any measure)."""
+    """With clip > 0, the gradients' global norm, clipped; without, the sum of all their
+    elements, at half the cost of the norms: non-finite whenever a gradient is (and when
+    finite gradients sum past float32's 3e38, diverged by any measure)."""
     if clip > 0:
         return torch.nn.utils.clip_grad_norm_(params, clip)
     return torch.stack([p.grad.sum() for p in params if p.grad is not None]).sum()
