@@ -119,6 +119,18 @@ def test_what_the_fused_step_does_not_cover_is_named(model, train, custom, distr
     assert reason is not None and why in reason
 
 
+def test_a_subclass_of_the_model_is_left_to_autograd():
+    from vaekit.model import VAE
+
+    class Tempered(VAE):  # decodes otherwise: the hand-derived gradient would be wrong
+        def decode(self, z):
+            return super().decode(2 * z)
+
+    vae, cfg = model_and_config(hidden=[8])
+    vae.__class__ = Tempered
+    assert "model class" in unsupported_reason(vae, cfg, False, False)
+
+
 def test_auto_uses_the_fused_step_where_it_applies_and_autograd_elsewhere(tmp_path):
     fast = train_and_evaluate(tiny_config(), tmp_path / "fast")
     slow = train_and_evaluate(tiny_config(model={"gated": True}), tmp_path / "slow")

@@ -32,6 +32,7 @@ from torch import nn
 
 from .distributions import MIN_SCALE, BernoulliLikelihood, StandardNormalPrior
 from .errors import ConfigError
+from .model import VAE
 from .networks import MLPDecoder, MLPEncoder
 from .objectives import Terms
 
@@ -72,8 +73,9 @@ def unsupported_reason(model, cfg, custom_objective: bool, distributed: bool) ->
         return f"{t.precision} autocast"
     if distributed:
         return "several processes"
-    if not isinstance(getattr(model, "encoder", None), MLPEncoder) or \
-            not isinstance(getattr(model, "decoder", None), MLPDecoder):
+    if type(model) is not VAE:  # a subclass may encode or decode otherwise
+        return "a model class other than vaekit's VAE"
+    if type(model.encoder) is not MLPEncoder or type(model.decoder) is not MLPDecoder:
         return "a network other than a plain MLP"
     if _layers(model.encoder.body) is None or _layers(model.decoder.body) is None:
         return "gated units or an activation other than relu, tanh or linear"
