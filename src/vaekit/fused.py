@@ -15,9 +15,10 @@ and each linear layer h_out = h_in W^T + b passes back W.grad = g^T h_in, b.grad
 g_in = (g W) * act'(h_in). Written out, one step is the five large matrix products and a
 handful of element-wise passes, into gradients allocated once; autograd's graph and its
 ~100 small nodes go (benchmarks/throughput.py: 1.26-1.28x the autograd engine's images per
-second for the 784-400-20 model at batch 128 on a 2-core CPU). The gradients equal autograd's up to float rounding (tests/test_fused.py checks them
-against autograd for every supported case); the training loop, optimiser, checkpoints,
-NaN guard and noise are the trainer's own, unchanged.
+second for the 784-400-20 model at batch 128 on a 2-core CPU). The gradients equal
+autograd's up to float rounding (tests/test_fused.py checks them against autograd for every
+supported case); the training loop, optimiser, checkpoints, NaN guard and noise are the
+trainer's own, unchanged.
 
 :func:`fused_step_for` says whether a model and configuration are covered; anything else
 (gated or convolutional networks, other priors or likelihoods, IWAE, autocast, several
@@ -36,7 +37,9 @@ from .model import VAE
 from .networks import MLPDecoder, MLPEncoder
 from .objectives import Terms
 
-# activation module -> its backward from the activation's output h (relu: h > 0; tanh: 1 - h^2)
+# activation module -> in place on a layer's output, and its backward from that output h
+# (relu: h > 0; tanh: 1 - h^2)
+_FORWARD = {nn.ReLU: torch.Tensor.relu_, nn.Tanh: torch.Tensor.tanh_, nn.Identity: None}
 _BACKWARD = {
     nn.ReLU: lambda g, h: torch.ops.aten.threshold_backward(g, h, 0),
     nn.Tanh: lambda g, h: torch.ops.aten.tanh_backward(g, h),
@@ -77,13 +80,14 @@ def unsupported_reason(model, cfg, custom_objective: bool, distributed: bool) ->
         return "a model class other than vaekit's VAE"
     if type(model.encoder) is not MLPEncoder or type(model.decoder) is not MLPDecoder:
         return "a network other than a plain MLP"
-    if _layers(model.encoder.body) is None or _layers(model.decoder.body) is None:
+    encoder, decoder = _layers(model.encoder.body), _layers(model.decoder.body)
+    if encoder is None or decoder is None:
         return "gated units or an activation other than relu, tanh or linear"
     if type(model.prior_module) is not StandardNormalPrior:
         return "a prior other than N(0, I)"
     if type(model.likelihood) is not BernoulliLikelihood:
         return "a likelihood other than Bernoulli"
-    linears = [lin for lin, _ in _layers(model.encoder.body) + _layers(model.decoder.body)]
+    linears = [lin for lin, _ in encoder + decoder]
     covered = {id(lin.weight) for lin in linears} | {id(lin.bias) for lin in linears}
     params = list(model.parameters())
     if len(covered) != len(params) or any(id(p) not in covered or not p.requires_grad for p in params):
@@ -108,29 +112,14 @@ class FusedStep:
         a = 1.0 / b
         x = x.reshape(b, -1)
         # ---- forward: keep every layer's output (the backward needs them)
-        enc_in = [x]
-        h = x
-        for lin, act in self.encoder:
-            h = torch.addmm(lin.bias, h, lin.weight.t())
-            if act is nn.ReLU:
-                h.relu_()
-            elif act is nn.Tanh:
-                h.tanh_()
-            enc_in.append(h)
+        enc_in = self._forward(self.encoder, x)
         latent = self.latent
+        h = enc_in[-1]
         mu, raw = h[:, :latent], h[:, latent:]
         scale = F.softplus(raw).add_(MIN_SCALE)
         eps = noise.reshape(b, latent).to(mu.dtype)
         z = torch.addcmul(mu, scale, eps)
-        dec_in = [z]
-        h = z
-        for lin, act in self.decoder:
-            h = torch.addmm(lin.bias, h, lin.weight.t())
-            if act is nn.ReLU:
-                h.relu_()
-            elif act is nn.Tanh:
-                h.tanh_()
-            dec_in.append(h)
+        dec_in = self._forward(self.decoder, z)
         logits = dec_in.pop()
         # ---- loss: log p(x|z) = sum x l - softplus(l); KL = 1/2 sum (s^2 + mu^2 - 2 log s - 1)
         reconstruction = torch.addcmul(F.softplus(logits), x, logits, value=-1).sum(1).neg_()
@@ -150,6 +139,17 @@ class FusedStep:
         elbo = reconstruction - kl
         return Terms(loss=loss_i, elbo=elbo, reconstruction=reconstruction, kl=kl,
                      objective=elbo), loss
+
+    @staticmethod
+    def _forward(layers, h) -> list[torch.Tensor]:
+        """[input, each layer's output] through ``layers`` (activations applied in place)."""
+        outputs = [h]
+        for lin, act in layers:
+            h = torch.addmm(lin.bias, h, lin.weight.t())
+            if _FORWARD.get(act) is not None:
+                _FORWARD[act](h)
+            outputs.append(h)
+        return outputs
 
     @staticmethod
     def _back(layers, inputs, g, need_input: bool):
@@ -172,7 +172,7 @@ class FusedStep:
 def _grad(p: torch.Tensor) -> torch.Tensor:
     """``p.grad``, allocated once and then overwritten in place (``out=``): with a fresh
     megabyte-sized gradient every step, the two large weight-gradient products took about
-    twice as long here (743 and 552 us against ~300, batch 128, 784-400)."""
+    twice as long here (seen in torch's profiler while this was written; not a benchmark)."""
     if p.grad is None or p.grad.shape != p.shape:
         p.grad = torch.empty_like(p, memory_format=torch.contiguous_format)
     return p.grad
