@@ -106,6 +106,12 @@ class TrainConfig:
     grad_clip: float = 0.0
     # Stop after this many epochs without a better validation objective (0 = never).
     patience: int = 0
+    # Restarts (like scikit-learn's n_init): train this many fresh initialisations for
+    # restart_epochs epochs each, keep the one with the best validation objective and
+    # train it on to `epochs`. 1 = a single run. Restart 0 is the run `seed` gives alone.
+    restarts: int = 1
+    # Epochs each restart trains before they are compared (0 = all of `epochs`).
+    restart_epochs: int = 0
     seed: int = 0
     # "cpu", "cuda", "mps" or "auto".
     device: str = "cpu"
@@ -182,12 +188,14 @@ _CHOICES = {
 
 _POSITIVE = (
     "model.latent_dim", "model.sigma", "model.min_sigma", "model.prior_components",
+    "train.restarts",
     "train.epochs", "train.batch_size", "train.lr", "train.importance_samples",
     "train.lr_gamma", "eval.importance_samples", "report.explorer_grid",
 )
 _NON_NEGATIVE = (
     "train.beta", "train.warmup_epochs", "train.grad_clip", "train.patience",
     "train.lr_decay_start", "train.threads", "data.max_train", "eval.chunk_mib",
+    "train.restart_epochs",
 )
 
 

@@ -80,15 +80,23 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum numbers across processes (identity for a world of one)."""
     if not (dist.is_available() and dist.is_initialized()):
         return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+    # NCCL reduces on the GPU; gloo on the host, in float64 (which MPS lacks)
+    t = torch.tensor(values, dtype=torch.float64,
+                     device=device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return t.tolist()
 
 
-def any_flag(flags: list[bool], device: torch.device) -> list[bool]:
-    """For each flag, whether any process raised it (all processes agree on the answer)."""
+def max_across(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of a small tensor across processes, without a host sync under
+    NCCL (identity for a world of one). Gloo reduces CPU tensors: a CUDA tensor goes
+    through the host."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flags
-    t = torch.tensor([float(f) for f in flags], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+        return t
+    if dist.get_backend() == "nccl":
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t
+    host = t.detach().cpu()
+    dist.all_reduce(host, op=dist.ReduceOp.MAX)
+    return host.to(t.device)

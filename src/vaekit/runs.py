@@ -212,7 +212,7 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
     with contextlib.ExitStack() as stack:
         if resume:
             run_dir = check_run_dir(run_dir)
-            if not (Path(run_dir) / LATEST).is_file():
+            if not (Path(run_dir) / LATEST).is_file() and not (Path(run_dir) / RESTARTS).is_dir():
                 raise CheckpointError(f"{run_dir} has no checkpoint to resume from "
                                       f"({LATEST} is missing); start a new run instead")
             if world.main:
@@ -255,9 +255,24 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
             merged.setdefault(event, []).extend(fns)
         callbacks = merged
     trainer = None
+    restarts = None
     try:
+        if cfg.train.restarts > 1 and not (run_dir / LATEST).is_file():
+            restarts = _run_restarts(cfg, run_dir, data, world)
+            if restarts is None:  # interrupted: `train --resume` continues the restart it was in
+                return {"run_dir": str(run_dir), "rank": world.rank, "interrupted": True,
+                        "epochs": 0, "steps": 0, "best_epoch": 0, "train_seconds": 0.0}
+            resume = True  # train on from the kept restart's state
+        elif cfg.train.restarts > 1:
+            restarts = _restart_results(run_dir)
         trainer = Trainer(model, data, cfg, run_dir, callbacks=callbacks)
         summary = trainer.fit(resume=resume)
+        if restarts is not None:
+            summary["restarts"] = restarts
+            summary["kept_restart"] = kept = max(restarts, key=_restart_score)["restart"]
+            # the kept restart's time is in its checkpoint already; add the others'
+            summary["train_seconds"] = round(summary["train_seconds"] + sum(
+                r["train_seconds"] for r in restarts if r["restart"] != kept), 3)
     finally:
         if writer is not None:
             writer.close()
@@ -286,6 +301,82 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
                                              seed=cfg.train.seed, tsne=cfg.report.tsne,
                                              explorer_grid=cfg.report.explorer_grid))
     return summary
+
+
+RESTARTS = "restarts"
+RESTART_DONE = "restart.json"
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of restart r: restart 0 is the run ``seed`` gives alone; the others are far
+    apart, so the restarts of runs with neighbouring seeds do not coincide."""
+    return seed + 1_000_003 * restart
+
+
+def _restart_score(result: dict) -> float:
+    return result["best_valid_objective"]
+
+
+def _restart_results(run_dir: Path) -> list[dict]:
+    results = []
+    for sub in sorted((run_dir / RESTARTS).glob(f"*/{RESTART_DONE}"),
+                      key=lambda p: int(p.parent.name)):
+        results.append(json.loads(sub.read_text(encoding="utf-8")))
+    return results
+
+
+def _run_restarts(cfg: Config, run_dir: Path, data, world) -> list[dict] | None:
+    """The first phase of a run with ``train.restarts`` = N > 1: N fresh initialisations
+    (seeds :func:`restart_seed`), each trained for ``train.restart_epochs`` epochs in
+    ``RUN/restarts/R/`` (a run directory of its own, resumable like any), all validated with
+    the same eps. The one with the best validation objective becomes the run: its
+    checkpoints and metrics are copied to ``RUN/`` and training continues from its state
+    to ``train.epochs``. Returns every restart's result, or None when interrupted."""
+    import copy
+
+    if world.distributed:
+        raise ConfigError("train.restarts > 1 runs one process; start it without torchrun")
+    t = cfg.train
+    epochs = min(t.restart_epochs or t.epochs, t.epochs)
+    results = []
+    for r in range(t.restarts):
+        sub = run_dir / RESTARTS / str(r)
+        done = sub / RESTART_DONE
+        if done.is_file():
+            results.append(json.loads(done.read_text(encoding="utf-8")))
+            continue
+        rcfg = copy.deepcopy(cfg)
+        rcfg.train.seed, rcfg.train.epochs = restart_seed(t.seed, r), epochs
+        rcfg.train.restarts, rcfg.train.restart_epochs = 1, 0
+        resume = (sub / LATEST).is_file()
+        if not resume:
+            sub.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_text(sub / CONFIG, config_mod.to_toml(rcfg))
+        torch.manual_seed(rcfg.train.seed)
+        model = build_vae_checked(rcfg, data)
+        model.data_spec = data.spec
+        log.info("restart %d of %d (seed %d): %d epochs", r + 1, t.restarts, rcfg.train.seed, epochs)
+        summary = Trainer(model, data, rcfg, sub, valid_seed=t.seed + 3).fit(resume=resume)
+        if summary["interrupted"]:
+            return None
+        result = {"restart": r, "seed": rcfg.train.seed, "epochs": summary["epochs"],
+                  "best_epoch": summary["best_epoch"],
+                  "best_valid_objective": summary["best_valid_objective"],
+                  "train_seconds": summary["train_seconds"]}
+        log.info("restart %d: best validation objective %.4f (epoch %d)", r + 1,
+                 result["best_valid_objective"], result["best_epoch"])
+        ckpt.atomic_write_text(done, json.dumps(result, indent=1))
+        results.append(result)
+    kept = max(results, key=_restart_score)
+    log.info("kept restart %d of %d (validation objective %.4f); training it on to epoch %d",
+             kept["restart"] + 1, t.restarts, kept["best_valid_objective"], t.epochs)
+    sub = run_dir / RESTARTS / str(kept["restart"])
+    from .train import METRICS
+
+    ckpt.atomic_write_bytes(run_dir / METRICS, (sub / METRICS).read_bytes())
+    ckpt.atomic_write_bytes(run_dir / BEST, (sub / BEST).read_bytes())
+    ckpt.atomic_write_bytes(run_dir / LATEST, (sub / LATEST).read_bytes())  # last: phase done
+    return results
 
 
 def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_dir: str | None = None,

@@ -47,6 +47,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from . import fused
 from .config import TrainConfig
+from .devices import resolve_device, to_device, wide_dtype  # noqa: F401 (resolve_device: public here too)
 from .errors import CheckpointError, TrainingDiverged, VaekitError
 from .objectives import Terms, objective_for
 
@@ -56,6 +57,8 @@ SUM_KEYS = ("loss", "elbo", "reconstruction", "kl")
 LATEST = "checkpoints/latest.safetensors"
 BEST = "checkpoints/best.safetensors"
 METRICS = "metrics.jsonl"
+#: steps between the NaN guard's checks on a GPU (each check is a host sync)
+CHECK_EVERY = 16
 
 
 class _StopAtBoundary(Exception):
@@ -73,22 +76,6 @@ class TrainState:
     sums: dict = field(default_factory=dict)  # running sums of the current epoch
     seconds: float = 0.0  # training wall time so far
     engine: str = ""  # "autograd" or "fused", as this run began ("": before engines existed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VaekitError("--device cuda was asked for but no CUDA GPU is "
-                                        "available; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise VaekitError("--device mps was asked for but MPS is not available; "
-                                        "use --device cpu or auto")
-    return torch.device(name)
 
 
 def make_optimizer(model, cfg) -> torch.optim.Optimizer:
@@ -172,6 +159,18 @@ def make_scheduler(optimizer, cfg):
 _SCHEDULE_KEYS = ("lr", "lr_schedule", "lr_gamma", "lr_decay_start", "epochs")
 
 
+def make_grad_scaler(device: torch.device):
+    """The loss scaler of fp16 training: ``torch.amp.GradScaler`` (torch >= 2.3, any device
+    type), else the CUDA-only ``torch.cuda.amp.GradScaler`` of older torch."""
+    amp_scaler = getattr(torch.amp, "GradScaler", None)
+    if amp_scaler is not None:
+        return amp_scaler(device.type)
+    if device.type != "cuda":
+        raise VaekitError(f"fp16 on {device.type} needs torch >= 2.3 (this is {torch.__version__}); "
+                          "use --set train.precision=\"bf16\"")
+    return torch.cuda.amp.GradScaler()
+
+
 def beta_at(step: int, steps_per_epoch: int, cfg) -> float:
     """KL weight: linear warm-up from 0 to beta over ``warmup_epochs`` epochs of steps."""
     warm = cfg.train.warmup_epochs * steps_per_epoch
@@ -205,7 +204,8 @@ class Trainer:
 
     def __init__(self, model, data, cfg, run_dir: str | Path | None,
                  objective: Callable[..., Terms] | None = None,
-                 callbacks: dict[str, list[Callable]] | None = None):
+                 callbacks: dict[str, list[Callable]] | None = None,
+                 valid_seed: int | None = None):
         self.model = model
         self.data = data
         self.cfg = cfg
@@ -213,6 +213,8 @@ class Trainer:
         self.custom_objective = objective is not None
         self.objective = objective or objective_for(cfg.train.importance_samples)
         self.samples = max(1, cfg.train.importance_samples)
+        # the validation eps; restarts of one run share it, so their numbers compare fairly
+        self.valid_seed = cfg.train.seed + 3 if valid_seed is None else valid_seed
         # minGPT-style hooks: "on_batch_end"(trainer) and "on_epoch_end"(trainer, row)
         self.callbacks: dict[str, list[Callable]] = {"on_batch_end": [], "on_epoch_end": []}
         for event, fns in (callbacks or {}).items():
@@ -231,10 +233,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids)
+            # no buffer changes during training (priors' constants): nothing to broadcast
+            self.step_module = DistributedDataParallel(self.step_module, device_ids=ids,
+                                                       broadcast_buffers=False)
         self.optimizer = make_optimizer(model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.train.precision == "fp16" else None
+        self.scaler = make_grad_scaler(self.device) if cfg.train.precision == "fp16" else None
         self.generator = torch.Generator().manual_seed(cfg.train.seed + 1)  # shuffles, binarisation
         self.epoch_generator_state = self.generator.get_state()
         self.noise = torch.Generator().manual_seed(cfg.train.seed + 2)  # eps of each global batch
@@ -242,6 +246,9 @@ class Trainer:
         self.fused: fused.FusedStep | None = None
         self._choose_engine(None)
         self.best_weights: dict[str, torch.Tensor] | None = None  # in memory, without a run_dir
+        # steps between NaN/stop checks: each check waits for the device, free on a CPU
+        self.check_every = 1 if self.device.type == "cpu" else CHECK_EVERY
+        self._train_on_device: torch.Tensor | None = None
         self.history: list[dict] = []
 
     def _choose_engine(self, begun_with: str | None) -> None:
@@ -299,6 +306,9 @@ class Trainer:
             "optimizer": optim,
             "scheduler": sched,
             "config": self.cfg.to_dict(),
+            # fp16: the loss scale and its growth counter, so a resumed run scales as the
+            # uninterrupted one would
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "versions": versions(),
             "world_size": self.world.size,
         }
@@ -336,6 +346,8 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"the optimiser state in the checkpoint does not fit this "
                                   f"model ({e}); resume with the run's own config") from None
+        if self.scaler is not None and meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
         self.state = TrainState(**meta["state"])
         self._choose_engine(self.state.engine)
         if changed:  # e.g. --lr or a schedule given on resume
@@ -386,6 +398,30 @@ class Trainer:
         lines = self._metrics_lines() + [json.dumps(row)]
         ckpt.atomic_write_text(self.run_dir / METRICS, "".join(l + "\n" for l in lines))
 
+    def _check(self, guard: "_Guard", terms: Terms | None, last: int, stop: bool = True) -> None:
+        """Raise if a step since the last check was not finite (in any process), then, with
+        ``stop``, if any process was asked to stop (Ctrl-C): one host sync, one all-reduce.
+        ``last`` is the batch of the last step taken."""
+        agreed_stop, bad = guard.agree(self._stop_requested, self.world)
+        if bad is not None:
+            batch, here = bad
+            batch = batch if here else last
+            what = (self._culprit(terms, terms.loss.sum()) if here and terms is not None
+                    else "the loss or a gradient is not finite in another process")
+            raise TrainingDiverged(self._diverged(what, batch))
+        self._stop_requested = self._stop_requested or agreed_stop
+        if stop and self._stop_requested:
+            raise _StopAtBoundary
+
+    def _epoch_on_device(self, x_epoch: torch.Tensor) -> torch.Tensor:
+        """The epoch's training inputs on the device; data that do not change between epochs
+        (no dynamic binarisation) are copied once per fit."""
+        if x_epoch is self.data.train:
+            if self._train_on_device is None:
+                self._train_on_device = to_device(x_epoch, self.device)
+            return self._train_on_device
+        return to_device(x_epoch, self.device)
+
     def _culprit(self, terms: Terms, loss: torch.Tensor) -> str:
         """Which quantity went non-finite (only on the way to raising: it syncs freely)."""
         if not bool(torch.isfinite(loss)):
@@ -416,7 +452,7 @@ class Trainer:
             return None
         self.model.eval()
         bs = max(self.cfg.train.batch_size, 256)
-        gen = torch.Generator().manual_seed(self.cfg.train.seed + 3)
+        gen = torch.Generator().manual_seed(self.valid_seed)
         sums = {"objective": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
         for i in range(0, len(x), bs):
             xb = x[i:i + bs].to(self.device)
@@ -489,13 +525,16 @@ class Trainer:
                 self.state.sums = {"loss": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "n": 0}
             x_epoch = self.data.train_epoch(self.generator)
             order = torch.randperm(n, generator=self.generator)
+            if self.device.type != "cpu":  # the epoch's data on the device: one copy, not one a step
+                x_epoch, order = self._epoch_on_device(x_epoch), to_device(order, self.device)
             start = time.perf_counter()
             seen_at_start = self.state.sums["n"]
             # loss, ELBO, reconstruction, KL summed on the device since the last flush: no
             # host sync per step (on a GPU each costs a pipeline stall)
-            acc = torch.zeros(4, dtype=torch.float64, device=self.device)
+            acc = torch.zeros(4, dtype=wide_dtype(self.device), device=self.device)
             pending = 0
             shown = time.perf_counter()
+            guard = _Guard(self.device)
 
             def flush():
                 nonlocal pending
@@ -507,22 +546,27 @@ class Trainer:
 
             bar = _progress(steps_per_epoch, self.state.batch, epoch, t) if self.world.main else None
             try:
-                for b in range(self.state.batch, steps_per_epoch):
-                    # agreed by all processes, before anything is drawn for this batch
-                    if distributed.any_flag([self._stop_requested], self.device)[0]:
-                        self._stop_requested = True
-                        raise _StopAtBoundary
+                first, terms = self.state.batch, None
+                for b in range(first, steps_per_epoch):
+                    # the stop request and the NaN flags of the steps since the last check,
+                    # agreed by all processes (one all-reduce) before anything is drawn for
+                    # this batch: every step on a CPU, every `check_every` steps on a GPU
+                    # (each check waits for the device)
+                    if (b - first) % self.check_every == 0 or self.world.distributed:
+                        self._check(guard, terms if b > first else None, b - 1)
                     idx = order[b * bs:(b + 1) * bs]  # the global batch
+                    # drawn on the CPU from the trainer's generator, whatever the device: the
+                    # same eps on every device and process count
                     eps = torch.randn(self.samples, len(idx), latent, generator=self.noise)
                     lo, hi = _shard(len(idx), self.world)
                     # index_select: the rows x_epoch[idx] gives, ~40% faster from cold memory
-                    xb = x_epoch.index_select(0, idx[lo:hi]).to(self.device, non_blocking=True)
+                    xb = x_epoch.index_select(0, idx[lo:hi])
                     beta = beta_at(self.state.step, steps_per_epoch, cfg)
                     if self.fused is not None:  # loss and gradients in one hand-derived pass
-                        terms, loss = self.fused(xb, beta, eps.to(self.device))
+                        terms, loss = self.fused(xb, beta, eps)
                     else:
                         with _autocast(self.device, t.precision):
-                            terms = self.step_module(xb, beta, eps[:, lo:hi].to(self.device))
+                            terms = self.step_module(xb, beta, to_device(eps[:, lo:hi], self.device))
                         loss = shard_loss(terms, self.world.size, len(idx))
                         self.optimizer.zero_grad(set_to_none=True)
                         if self.scaler:
@@ -531,11 +575,17 @@ class Trainer:
                         else:
                             loss.backward()
                     grad_check = _grad_check(params, t.grad_clip)
-                    # one host sync per step: the loss and (without a GradScaler, which skips
-                    # such steps itself) the gradient must be finite before the update
+                    # the loss and (without a GradScaler, which skips such steps itself) the
+                    # gradient must be finite; on a GPU this is checked every check_every
+                    # steps, not every step (each check is a host sync), and always before
+                    # anything is written: a bad step found late has changed only the
+                    # in-memory weights, never a file
                     finite = torch.isfinite(loss) & (torch.isfinite(grad_check) if not self.scaler else True)
-                    if distributed.any_flag([not bool(finite)], self.device)[0]:
-                        raise TrainingDiverged(self._diverged(self._culprit(terms, loss), b))
+                    if self.check_every == 1 and not self.world.distributed:
+                        if not bool(finite):  # on a CPU: before the update, naming the culprit
+                            raise TrainingDiverged(self._diverged(self._culprit(terms, loss), b))
+                    else:
+                        guard.record(finite, b)
                     if self.scaler:
                         self.scaler.step(self.optimizer)
                         self.scaler.update()
@@ -544,7 +594,7 @@ class Trainer:
                         stepped = True
                     acc += torch.stack([terms.loss.detach().sum(), terms.elbo.detach().sum(),
                                         terms.reconstruction.detach().sum(),
-                                        terms.kl.detach().sum()]).double()
+                                        terms.kl.detach().sum()]).to(acc.dtype)
                     pending += len(xb)
                     self.state.step += 1
                     self.state.batch = b + 1
@@ -560,6 +610,7 @@ class Trainer:
                             bar.set_postfix(loss=f"{s['loss'] / s['n']:.2f}", elbo=f"{s['elbo'] / s['n']:.2f}",
                                             kl=f"{s['kl'] / s['n']:.2f}",
                                             img_s=f"{rate * self.world.size:.0f}", refresh=False)
+                self._check(guard, terms, steps_per_epoch - 1, stop=False)  # before any write
                 flush()
             except _StopAtBoundary:
                 flush()
@@ -624,6 +675,39 @@ class Trainer:
                 "best_valid_objective": self.state.best, "interrupted": interrupted,
                 "stopped_early": stopped_early, "train_seconds": round(self.state.seconds, 3),
                 "world_size": self.world.size, "engine": self.engine}
+
+
+class _Guard:
+    """The NaN guard's flags on the device: whether a step since the last check was not
+    finite, and the first such batch, recorded without a host sync."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.first = torch.zeros((), dtype=torch.int64, device=device)
+
+        self.recorded = False
+
+    def record(self, finite: torch.Tensor, batch: int) -> None:
+        self.first = torch.where(self.bad, self.first, batch)
+        self.bad = self.bad | ~finite.reshape(())
+        self.recorded = True
+
+    def agree(self, stop: bool, world) -> tuple[bool, tuple[int, bool] | None]:
+        """(any process asked to stop, (first bad batch, whether it was this process's) or
+        None); resets the flags."""
+        if not self.recorded and not world.distributed:  # a CPU process alone: nothing to ask
+            return stop, None
+        self.recorded = False
+        mine = self.bad.reshape(1).float()
+        flags = distributed.max_across(torch.cat([torch.tensor([float(stop)], device=self.device),
+                                                   mine]))
+        values = torch.cat([flags, mine, self.first.reshape(1).float()]).tolist()
+        any_stop, any_bad, bad_here, first = values
+        self.bad = torch.zeros_like(self.bad)
+        if any_bad:
+            return bool(any_stop), (int(first) if bad_here else -1, bool(bad_here))
+        return bool(any_stop), None
 
 
 def shard_loss(terms: Terms, world_size: int, global_batch: int) -> torch.Tensor:
