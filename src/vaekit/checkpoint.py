@@ -13,40 +13,52 @@ back together by :func:`join_state`; dict keys keep their types (ints stay ints)
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, WriteError
 
 FORMAT = "vaekit-checkpoint-1"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+
+
+def _umask() -> int:
+    """The process's umask (read, then put back: there is no other way to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``:
     a reader sees the old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's PID in the name: cleanup removes only temporaries of dead processes
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the writer's PID in the name: cleanup removes only temporaries of dead processes
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):  # the old file, if any, is untouched
+            raise write_error(path, e) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -56,6 +68,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.close(dir_fd)
     except OSError:  # pragma: no cover - some filesystems refuse directory fsync
         pass
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def write_error(path: Path, e: OSError) -> WriteError:
+    """One line for a failed write: which file, why, and for a full disk the free space."""
+    reason = e.strerror or type(e).__name__
+    if e.errno in _NO_ROOM:
+        try:
+            free = shutil.disk_usage(_existing_parent(path)).free
+            room = f"{free / 2**20:,.0f} MiB free on its filesystem"
+        except OSError:
+            room = "free space unknown"
+        base = (f"could not write {path}: {reason} ({room}; a file-size limit, `ulimit -f`, "
+                "gives this too)")
+        err = WriteError(f"{base}; make room, then run the command again")
+    else:
+        base = f"could not write {path}: {reason}"
+        err = WriteError(f"{base}; choose a folder you can write to")
+    err.base = base
+    return err
+
+
+def _existing_parent(path: Path) -> Path:
+    for p in (path, *path.parents):
+        if p.exists():
+            return p
+    return Path(".")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -143,20 +184,20 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def rng_state() -> dict[str, torch.Tensor]:
-    """The random generators training draws from (torch's global CPU and CUDA RNGs)."""
-    states = {"rng.cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            states[f"rng.cuda.{i}"] = s
-    return states
+    """The random generator training draws from: torch's global CPU generator (model
+    initialisation). Training draws nothing from CUDA or MPS generators: its shuffles,
+    binarisation and eps come from the trainer's own CPU generators (saved beside this), so
+    no device generator is part of a run's state, and a checkpoint resumes on any machine,
+    with any number of GPUs or none."""
+    return {"rng.cpu": torch.get_rng_state()}
 
 
 def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    """Restore the CPU generator. The ``rng.cuda.N`` states that checkpoints of earlier
+    versions hold are ignored: nothing in training drew from them, and the machine that
+    resumes may have fewer GPUs (or none)."""
     if "rng.cpu" in tensors:
         torch.set_rng_state(tensors["rng.cpu"])
-    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

@@ -38,7 +38,9 @@ def _add_train(sub) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--latent-dim", type=_latent_dim, metavar="L[,L2,...]",
+                   help="latent size, or level sizes from the data up for a hierarchical "
+                        "VAE (e.g. 40,40)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, mps or auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (train.threads; 0 = torch's default)")
@@ -53,6 +55,16 @@ def _add_train(sub) -> None:
     p.add_argument("--no-report", action="store_true",
                    help="do not write RUN/report.html at the end (report.enabled = false)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def _latent_dim(text: str):
+    """``16`` -> 16; ``40,40`` -> [40, 40] (model.latent_dim's two forms)."""
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer or a comma-separated "
+                                         "list of integers (e.g. 16 or 40,40)") from None
+    return sizes[0] if len(sizes) == 1 else sizes
 
 
 def _add_evaluate(sub) -> None:
@@ -314,7 +326,7 @@ def cmd_reconstruct(args) -> int:
 def cmd_encode(args) -> int:
     import torch
 
-    from .explore import encode, write_output
+    from .explore import code_names, encode, write_output
     from .runs import load_run
 
     model = load_run(args.run_dir)
@@ -325,8 +337,13 @@ def cmd_encode(args) -> int:
     inputs = _inputs(args, model)
     codes = encode(model, inputs.x, stochastic=args.stochastic,
                    generator=torch.Generator().manual_seed(args.seed))
-    names = [f"z{i + 1}" for i in range(codes.shape[1])]
-    print(write_output(out, codes, labels=inputs.labels, columns=names))
+    if len(model.levels) > 1:
+        sizes = ", ".join(f"z{i + 1}: {n}" for i, n in enumerate(model.levels))
+        log.info("codes of all %d levels, concatenated from the data up (%s): %s", len(model.levels),
+                 sizes, "one draw from q(z|x) each, top level first" if args.stochastic else
+                 "the ancestral posterior means (the top level's mean, then each lower level's "
+                 "mean given the means above)")
+    print(write_output(out, codes, labels=inputs.labels, columns=code_names(model)))
     return 0
 
 

@@ -61,7 +61,10 @@ class DataConfig:
 class ModelConfig:
     # "mlp" or "conv" (convolutional, for C x H x W images).
     architecture: str = "mlp"
-    latent_dim: int = 16
+    # Latent size: an int (one Gaussian level), or a list of level sizes from the data up,
+    # e.g. [40, 40]: a hierarchical VAE p(z2) p(z1|z2) p(x|z1, z2) with q(z2|x) q(z1|x, z2)
+    # (the prior below is the top level's).
+    latent_dim: int | list[int] = 16
     # Hidden layer widths of the MLP encoder; the decoder mirrors them.
     hidden: list[int] = field(default_factory=lambda: [512, 256])
     # relu, tanh, elu, gelu, softplus, leaky_relu, silu, or linear (with gated units:
@@ -115,6 +118,9 @@ class TrainConfig:
     seed: int = 0
     # "cpu", "cuda", "mps" or "auto".
     device: str = "cpu"
+    # Process-group backend under torchrun: "auto" (NCCL on CUDA GPUs, gloo otherwise),
+    # "nccl" or "gloo" (gloo on CUDA lets several processes share one GPU).
+    backend: str = "auto"
     # CPU threads for torch (0 = torch's default).
     threads: int = 0
     # "fp32", "bf16" or "fp16" (autocast on the networks; likelihoods stay in fp32).
@@ -182,12 +188,13 @@ _CHOICES = {
     "model.prior": ("normal", "diag-normal", "mixture", "vamp"),
     "train.lr_schedule": ("none", "cosine", "exponential"),
     "train.device": ("cpu", "cuda", "mps", "auto"),
+    "train.backend": ("auto", "nccl", "gloo"),
     "train.precision": ("fp32", "bf16", "fp16"),
     "train.engine": ("auto", "autograd", "fused"),
 }
 
 _POSITIVE = (
-    "model.latent_dim", "model.sigma", "model.min_sigma", "model.prior_components",
+    "model.sigma", "model.min_sigma", "model.prior_components",
     "train.restarts",
     "train.epochs", "train.batch_size", "train.lr", "train.importance_samples",
     "train.lr_gamma", "eval.importance_samples", "report.explorer_grid",
@@ -219,6 +226,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must lie strictly between 0 and 1, got {flat[key]!r}")
     if flat["data.valid_fraction"] + flat["data.test_fraction"] >= 1.0:
         raise ConfigError("data.valid_fraction + data.test_fraction must be below 1")
+    sizes = latent_levels(cfg.model.latent_dim)
+    if not sizes or any(v <= 0 for v in sizes):
+        raise ConfigError(f"model.latent_dim must be a positive integer or a list of them (one per "
+                          f"level, from the data up), got {cfg.model.latent_dim!r}")
     for key in ("model.hidden", "model.conv_channels"):
         if any(h <= 0 for h in flat[key]):
             raise ConfigError(f"{key} must hold positive widths, got {flat[key]!r}")
@@ -233,13 +244,18 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("model.conv_channels must name at least one layer for a conv model")
     if cfg.model.prior == "diag-normal":
         scales = cfg.model.prior_scales
-        if len(scales) != cfg.model.latent_dim:
+        if len(scales) != sizes[-1]:
             raise ConfigError(
-                f"model.prior = 'diag-normal' needs model.prior_scales with latent_dim = "
-                f"{cfg.model.latent_dim} positive values, got {len(scales)}"
+                f"model.prior = 'diag-normal' needs model.prior_scales with {sizes[-1]} positive "
+                f"values (the size of the top latent level), got {len(scales)}"
             )
         if any(not (s > 0 and math.isfinite(s)) for s in scales):
             raise ConfigError(f"model.prior_scales must all be positive, got {scales!r}")
+
+
+def latent_levels(latent_dim: int | list[int]) -> list[int]:
+    """model.latent_dim as a list of level sizes from the data up ([16] for 16)."""
+    return list(latent_dim) if isinstance(latent_dim, list) else [latent_dim]
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -277,8 +293,17 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list of {item_type.__name__}, got {value!r}")
         return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{key}: unsupported config type")  # pragma: no cover
+    if origin in (typing.Union, types.UnionType):  # the first alternative that fits
+        options = typing.get_args(annotation)
+        for option in options:
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+        names = " or ".join("a list of integers" if typing.get_origin(o) is list else
+                            f"a {getattr(o, '__name__', o)}".replace("a int", "an integer")
+                            for o in options)
+        raise ConfigError(f"{key} must be {names}, got {value!r}")
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")

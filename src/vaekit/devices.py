@@ -9,6 +9,8 @@ leaves the device for a report is converted on the CPU.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import VaekitError
@@ -76,3 +78,22 @@ def model_device(model: torch.nn.Module) -> torch.device:
     """Where a model's parameters live (the CPU for a model without parameters)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device: torch.device | str = "cpu"):
+    """Draws seeded with ``seed`` inside, torch's global generators untouched outside: the
+    CPU's, and that of ``device`` when it is a CUDA GPU (only that one: forking every GPU's
+    generator would initialise CUDA on all of them). ``seed=None`` forks without seeding."""
+    device = torch.device(device)
+    gpus = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        if seed is not None:
+            torch.default_generator.manual_seed(seed)
+            if gpus:
+                with torch.cuda.device(gpus[0]):
+                    torch.cuda.manual_seed(seed)
+            elif device.type == "mps":
+                torch.manual_seed(seed)  # (MPS's generator is not forked: seeded for good)
+        yield

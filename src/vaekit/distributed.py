@@ -46,23 +46,50 @@ def current() -> World:
     return World()
 
 
-def setup(device: torch.device) -> World:
+def backend_for(device: torch.device, backend: str = "auto") -> str:
+    """The process-group backend: NCCL for CUDA GPUs, gloo otherwise, unless asked."""
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise VaekitError(f"train.backend = \"nccl\" needs CUDA GPUs, but the device is "
+                          f"{device.type}; use --set train.backend=\"gloo\"")
+    return backend
+
+
+def check_gpus(device: torch.device, world: World, backend: str = "auto") -> None:
+    """Before any process group exists: NCCL needs a GPU of its own for every process on a
+    machine. Raises one clear error instead of CUDA's "invalid device ordinal"."""
+    if not world.distributed:
+        return
+    chosen = backend_for(device, backend)
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if chosen == "nccl" and world.local_rank >= count:
+        raise VaekitError(
+            f"torchrun started more processes on this machine than it has CUDA GPUs (local rank "
+            f"{world.local_rank}, {count} GPU{'s' if count != 1 else ''}): NCCL needs one GPU per "
+            f"process; use --nproc_per_node={count}, or let processes share GPUs with "
+            "--set train.backend=\"gloo\"")
+
+
+def setup(device: torch.device, backend: str = "auto") -> World:
     """Join the process group torchrun describes (once); returns the world."""
     world = from_env()
     if not world.distributed or (dist.is_available() and dist.is_initialized()):
         return current() if world.distributed else world
     if not dist.is_available():
         raise VaekitError("this torch build has no torch.distributed; run a single process")
+    check_gpus(device, world, backend)
     if device.type == "cuda":
-        torch.cuda.set_device(world.local_rank)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch.cuda.set_device(device_for(device, world))
+    dist.init_process_group(backend_for(device, backend))
     return current()
 
 
 def device_for(device: torch.device, world: World) -> torch.device:
-    """Each process's own GPU (cuda:LOCAL_RANK); CPU processes share the CPU."""
+    """Each process's own GPU (cuda:LOCAL_RANK; with more processes than GPUs, which only
+    gloo allows, they take the GPUs in turn); CPU processes share the CPU."""
     if device.type == "cuda" and world.distributed:
-        return torch.device("cuda", world.local_rank)
+        return torch.device("cuda", world.local_rank % max(1, torch.cuda.device_count()))
     return device
 
 

@@ -23,3 +23,7 @@ class CheckpointError(VaekitError):
 
 class TrainingDiverged(VaekitError):
     """A non-finite loss or gradient stopped training (the NaN guard)."""
+
+
+class WriteError(VaekitError):
+    """A file could not be written: a full disk, a file-size limit, no permission."""

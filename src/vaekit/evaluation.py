@@ -92,18 +92,21 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
 
         bar = tqdm(total=len(x), desc="evaluate", unit="image", leave=False, disable=None,
                    dynamic_ncols=True)
-    log_px, recon, kl, means = [], [], [], []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for i in range(0, len(x), batch):
-            xb = x[i:i + batch].to(device)
-            est = importance_sampled(model, xb, importance_samples, chunk)
-            log_px.append(est.log_px.double().cpu())
-            recon.append(est.reconstruction.double().cpu())
-            kl.append(est.kl.double().cpu())
-            means.append(model.encode(xb).mean.double().cpu())
-            if bar is not None:
-                bar.update(len(xb))
+    log_px, recon, kl, means, kl_levels = [], [], [], [], []
+    # eps from a CPU generator of this seed, copied to the device: the same estimate for one
+    # seed on any device (the same draws as torch's global CPU generator seeded alike)
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(0, len(x), batch):
+        xb = x[i:i + batch].to(device)
+        est = importance_sampled(model, xb, importance_samples, chunk, generator=gen)
+        log_px.append(est.log_px.cpu().double())  # float64 on the CPU (MPS has none)
+        recon.append(est.reconstruction.cpu().double())
+        kl.append(est.kl.cpu().double())
+        if est.kl_levels is not None:
+            kl_levels.append(est.kl_levels.cpu().double())
+        means.append(model.encode(xb).mean.cpu().double())
+        if bar is not None:
+            bar.update(len(xb))
     if bar is not None:
         bar.close()
     model.train(was_training)
@@ -115,6 +118,12 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
     lp = float(log_px_t.mean()) + jac
     n = len(x)
     stderr = float(log_px_t.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+    levels = []
+    if kl_levels:  # a hierarchy: KL and active units level by level, from the data up
+        per_kl = torch.cat(kl_levels).mean(0)
+        for i, part in enumerate(unit_var.split(model.levels)):
+            levels.append({"level": i + 1, "size": int(part.numel()), "kl": float(per_kl[i]),
+                           "active_units": int((part > ACTIVE_THRESHOLD).sum())})
     return {
         "elbo": elbo,
         "reconstruction": float(recon_t.mean()) + jac,
@@ -127,6 +136,7 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         "active_units": int((unit_var > ACTIVE_THRESHOLD).sum()),
         "latent_dim": int(codes.shape[1]),
         "unit_variances": [round(float(v), 6) for v in unit_var],
+        **({"levels": levels} if levels else {}),
         "n_test": n,
         "log_abs_det_jacobian": jac,
         "seconds": round(time.perf_counter() - start, 3),
@@ -143,6 +153,8 @@ def table_rows(ev: dict) -> list[tuple[str, str]]:
         (f"log p(x) (K = {ev['importance_samples']})", f"{ev['log_px']:.3f} ± {ev['log_px_stderr']:.3f}"),
         ("gap log p(x) - ELBO", f"{ev['gap']:.3f}"),
         ("active units", f"{ev['active_units']} / {ev['latent_dim']}"),
+        *[(f"  level {lv['level']} (z{lv['level']}): KL, active units",
+           f"{lv['kl']:.3f}, {lv['active_units']} / {lv['size']}") for lv in ev.get("levels", [])],
         ("test examples", f"{ev['n_test']}"),
     ]
 

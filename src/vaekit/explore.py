@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from .data import Where, data_dir_from, dataset_for_spec, read_raw
+from .devices import model_device, seeded
 from .errors import DataError, VaekitError
 from .mixture import latent_sampler, parse_sampler, resolve_class
+from .objectives import reparameterize
 
 #: latent vectors decoded at once; decoder activations stay well under 100 MB
 BATCH = 1024
@@ -75,14 +77,16 @@ def encode(model, x: torch.Tensor, stochastic: bool = False,
            generator: torch.Generator | None = None) -> torch.Tensor:
     """Posterior means E_q[z|x] (the default embedding), or one draw z ~ q(z|x) each: (N, L)."""
     model.eval()
+    device = model_device(model)
     out = []
     for i in range(0, len(x), BATCH):
-        q = model.encode(x[i:i + BATCH])
-        if stochastic:
-            eps = torch.randn(q.mean.shape, generator=generator)
-            out.append(q.mean + q.stddev * eps)
+        xb = x[i:i + BATCH]
+        q = model.encode(xb.to(device))
+        if stochastic:  # eps from the CPU generator: the same draws on any device
+            eps = torch.randn(len(xb), *model.noise_shape, generator=generator)
+            out.append(reparameterize(q, 1, eps[None].to(device))[0].float().cpu())
         else:
-            out.append(q.mean)
+            out.append(q.mean.float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.latent_dim)
 
 
@@ -90,21 +94,31 @@ def encode(model, x: torch.Tensor, stochastic: bool = False,
 def decode_mean(model, z: torch.Tensor) -> torch.Tensor:
     """The mean of p(x|z) for each z, in model space: (N, *x_shape)."""
     model.eval()
-    return torch.cat([model.decode(z[i:i + BATCH]).mean for i in range(0, len(z), BATCH)])
+    device = model_device(model)
+    return torch.cat([model.decode(z[i:i + BATCH].to(device)).mean.float().cpu()
+                      for i in range(0, len(z), BATCH)])
 
 
 @torch.no_grad()
 def decode_draw(model, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One draw x ~ p(x|z) per z (binary images for a Bernoulli likelihood)."""
     model.eval()
+    device = model_device(model)
     out = []
     for i in range(0, len(z), BATCH):
-        px = model.decode(z[i:i + BATCH])
-        with torch.random.fork_rng():
-            if generator is not None:
-                torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-            out.append(px.sample())
+        px = model.decode(z[i:i + BATCH].to(device))
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else None
+        with seeded(seed, device):
+            out.append(px.sample().float().cpu())
     return torch.cat(out)
+
+
+def code_names(model) -> list[str]:
+    """Column names of the latent vector: z1..zL for one level; for a hierarchy z1_1, ...,
+    z1_n (the level next to the data), z2_1, ... (the posterior's ancestral means)."""
+    if len(model.levels) == 1:
+        return [f"z{i + 1}" for i in range(model.latent_dim)]
+    return [f"z{level + 1}_{i + 1}" for level, size in enumerate(model.levels) for i in range(size)]
 
 
 def to_raw(model, x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +149,14 @@ def training_codes(model, data_dir: str | None = None) -> Inputs:
     return Inputs(encode(model, train.x), train.labels, train.class_names, train.source)
 
 
+@torch.no_grad()
+def prior_sample(model, n: int, seed: int) -> torch.Tensor:
+    """n draws z ~ p(z) for this seed, on the CPU (torch's global generators untouched):
+    the one way every command, the report and the estimator draw from the prior."""
+    with seeded(seed, model_device(model)):
+        return model.prior.sample((n,)).cpu()
+
+
 def sample(model, n: int, sampler: str = "prior", seed: int = 0, data_dir: str | None = None,
            draw: bool = False, codes: Inputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """n new examples (raw units) and their codes: z from the chosen sampler, then the
@@ -148,10 +170,7 @@ def sample(model, n: int, sampler: str = "prior", seed: int = 0, data_dir: str |
     kind, label = parse_sampler(sampler)
     gen = torch.Generator().manual_seed(seed)
     if kind == "prior":
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                z = model.prior.sample((n,))
+        z = prior_sample(model, n, seed)
     else:
         codes = codes or training_codes(model, data_dir)
         target = None
@@ -173,12 +192,11 @@ def prior_quantile_grid(model, size: int, lo: float = 0.05, hi: float = 0.95) ->
     prior = model.prior
     base = getattr(prior, "base_dist", None)
     if isinstance(base, torch.distributions.Normal):
-        loc, scale = base.loc.detach().double(), base.scale.detach().double()
+        loc, scale = base.loc.detach().cpu().double(), base.scale.detach().cpu().double()
         values = torch.distributions.Normal(loc[None], scale[None]).icdf(q[:, None])  # (G, L)
     else:
-        with torch.random.fork_rng(), torch.no_grad():
-            torch.manual_seed(0)
-            draws = prior.sample((20_000,)).double()
+        with seeded(0, model_device(model)), torch.no_grad():
+            draws = prior.sample((20_000,)).cpu().double()
         values = torch.quantile(draws, q, dim=0)  # (G, L)
     return values[:, 0].numpy(), values[:, 1].numpy()
 

@@ -25,6 +25,8 @@ import warnings
 import numpy as np
 import torch
 
+from .devices import wide_dtype
+
 try:
     from sklearn.exceptions import ConvergenceWarning
 except ImportError:  # pragma: no cover - scikit-learn is a dependency
@@ -40,7 +42,8 @@ class GaussianMixture:
     """A mixture of K Gaussians with ``full`` or ``diag`` covariances, fitted by EM.
 
     Parameters mirror ``sklearn.mixture.GaussianMixture`` where they share a name.
-    ``dtype`` (float64 by default) and ``device`` choose where the arithmetic runs;
+    ``dtype`` (None: float64, or float32 on Apple's MPS, which has no float64) and
+    ``device`` choose where the arithmetic runs;
     ``monotonic`` is "raise", "warn" or "ignore" for a decreasing log-likelihood.
     """
 
@@ -48,7 +51,7 @@ class GaussianMixture:
                  reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
                  init_params: str = "k-means++", weights_init=None, means_init=None,
                  precisions_init=None, random_state: int | None = None,
-                 dtype: torch.dtype = torch.float64, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, device: str | torch.device | None = None,
                  monotonic: str = "raise", verbose: int = 0, cache_bytes: int = 256 * 2**20):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -83,7 +86,7 @@ class GaussianMixture:
 
     def _as_tensor(self, X, what: str = "X") -> torch.Tensor:
         t = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
-        t = t.to(device=self.device, dtype=self.dtype)
+        t = t.to(device=self.device, dtype=self._dtype())
         if t.dim() == 1:
             raise ValueError(f"{what} must be 2-D (n_samples, n_features), got a 1-D array of "
                              f"shape {tuple(t.shape)}; use X.reshape(-1, 1) for one feature")
@@ -92,6 +95,11 @@ class GaussianMixture:
         if not torch.isfinite(t).all():
             raise ValueError(f"{what} contains NaN or infinite values; remove or impute them")
         return t
+
+    def _dtype(self) -> torch.dtype:
+        if self.dtype is not None:
+            return self.dtype
+        return wide_dtype(self.device if self.device is not None else "cpu")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "means_"):
@@ -494,7 +502,7 @@ def fit_latent_mixture(codes: torch.Tensor, n_components: int = 10, seed: int = 
     """Ex-post density estimation (Ghosh et al. 2020): a mixture fitted to posterior means."""
     k = max(1, min(n_components, len(codes) // 5 or 1))
     return GaussianMixture(k, covariance_type=covariance_type, random_state=seed, n_init=2,
-                           reg_covar=1e-4, max_iter=200).fit(codes.double())
+                           reg_covar=1e-4, max_iter=200).fit(codes.detach().cpu().double())
 
 
 def latent_sampler(kind: str, prior=None, codes: torch.Tensor | None = None, labels=None,

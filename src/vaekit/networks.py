@@ -92,21 +92,45 @@ def conv_sizes(size: tuple[int, int], layers: int) -> list[tuple[int, int]]:
     return sizes
 
 
+def conv_stack(x_shape, channels, activation="relu") -> tuple[nn.Sequential, int]:
+    """Stride-2 convolutions (kernel 4, padding 1) over C x H x W images, and the number of
+    features they output, flattened."""
+    if len(x_shape) != 3:
+        raise ValueError(f"a conv encoder needs C x H x W images, got shape {tuple(x_shape)}")
+    c, h, w = x_shape
+    sizes = conv_sizes((h, w), len(channels))
+    layers: list[nn.Module] = []
+    for c_out in channels:
+        layers += [nn.Conv2d(c, c_out, 4, 2, 1), ACTIVATIONS[activation]()]
+        c = c_out
+    return nn.Sequential(*layers), c * sizes[-1][0] * sizes[-1][1]
+
+
+class Features(nn.Module):
+    """x (..., *x_shape) -> features (..., F): flattened for an MLP, through a conv stack
+    for images (what each level of a hierarchical encoder reads x through)."""
+
+    def __init__(self, x_shape, architecture="mlp", channels=(), activation="relu"):
+        super().__init__()
+        self.x_dims = len(x_shape)
+        if architecture == "conv":
+            self.convs, self.size = conv_stack(x_shape, channels, activation)
+        else:
+            self.convs, self.size = None, math.prod(x_shape)
+
+    def forward(self, x):
+        if self.convs is None:
+            return x.flatten(-self.x_dims)
+        lead = x.shape[:-3]
+        return self.convs(x.reshape(-1, *x.shape[-3:])).flatten(1).reshape(*lead, self.size)
+
+
 class ConvEncoder(nn.Module):
     """Stride-2 convolutions (kernel 4, padding 1), then a linear map to (loc, scale)."""
 
     def __init__(self, x_shape, latent_dim, channels, hidden=(), activation="relu"):
         super().__init__()
-        if len(x_shape) != 3:
-            raise ValueError(f"a conv encoder needs C x H x W images, got shape {tuple(x_shape)}")
-        c, h, w = x_shape
-        sizes = conv_sizes((h, w), len(channels))
-        layers: list[nn.Module] = []
-        for c_out in channels:
-            layers += [nn.Conv2d(c, c_out, 4, 2, 1), ACTIVATIONS[activation]()]
-            c = c_out
-        self.convs = nn.Sequential(*layers)
-        flat = c * sizes[-1][0] * sizes[-1][1]
+        self.convs, flat = conv_stack(x_shape, channels, activation)
         self.head = mlp(flat, list(hidden), 2 * latent_dim, activation)
         self.latent_dim = latent_dim
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from .devices import to_device, wide_dtype
 from .distributions import analytic_kl, kl_term
 
 
@@ -39,7 +40,10 @@ def reparameterize(posterior, samples: int, noise: torch.Tensor | None = None) -
     across processes."""
     if noise is None:
         return posterior.rsample((samples,))
-    return posterior.mean + posterior.stddev * noise.to(posterior.mean.dtype)
+    draw = getattr(posterior, "rsample_from", None)  # the model contract's draw
+    if draw is not None:
+        return draw(noise)
+    return posterior.mean + posterior.stddev * noise.to(posterior.mean.dtype)  # any loc-scale q
 
 
 def elbo(model, x: torch.Tensor, beta: float = 1.0, samples: int = 1,
@@ -91,6 +95,7 @@ class Estimates:
     log_px: torch.Tensor  # (B,) log 1/K sum_k w_k
     reconstruction: torch.Tensor  # (B,) mean over the K samples of log p(x|z_k)
     kl: torch.Tensor  # (B,) closed form, or mean over the K samples of log q - log p
+    kl_levels: torch.Tensor | None = None  # (B, L) per level of a hierarchy (Monte Carlo)
 
 
 @torch.no_grad()
@@ -114,23 +119,35 @@ def importance_sampled(model, x: torch.Tensor, samples: int, chunk: int,
     prior = model.prior
     closed_kl = analytic_kl(posterior, prior)
     running = torch.full(posterior.batch_shape, -math.inf, device=x.device, dtype=posterior.mean.dtype)
-    lik_sum = torch.zeros(posterior.batch_shape, device=x.device, dtype=torch.float64)
+    lik_sum = torch.zeros(posterior.batch_shape, device=x.device, dtype=wide_dtype(x.device))
     kl_sum = torch.zeros_like(lik_sum)
+    # a hierarchy's KL level by level: log q(z_l|x, z_{l+1}) - log p(z_l|z_{l+1}) at the samples
+    by_level = len(getattr(model, "levels", ())) > 1 and hasattr(posterior, "level_log_probs")
+    kl_levels = torch.zeros(*posterior.batch_shape, len(model.levels), device=x.device,
+                            dtype=lik_sum.dtype) if by_level else None
     done = 0
     while done < samples:
         k = min(chunk, samples - done)
         if generator is None:
             z = posterior.sample((k,))  # (k, B, L)
-        else:  # eps from the caller's generator; shared: one eps_k for every example
-            shape = (k, 1 if shared else len(x), model.latent_dim)
-            z = reparameterize(posterior, k, torch.randn(shape, generator=generator).to(x.device))
+        else:  # eps from the caller's (CPU) generator, the same on every device;
+            # shared: one eps_k for every example
+            shape = (k, 1 if shared else len(x), *model.noise_shape)
+            z = reparameterize(posterior, k, to_device(torch.randn(shape, generator=generator), x.device))
         log_w, log_lik = log_weights(model, x, posterior, prior, z)  # (k, B)
         running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
-        lik_sum += log_lik.double().sum(0)
-        if closed_kl is None:
-            kl_sum += (posterior.log_prob(z) - prior.log_prob(z)).double().sum(0)
+        lik_sum += log_lik.to(lik_sum.dtype).sum(0)
+        if by_level:
+            per = torch.stack([q - p for q, p in zip(posterior.level_log_probs(z),
+                                                     prior.level_log_probs(z))], -1)  # (k, B, L)
+            kl_levels += per.to(kl_levels.dtype).sum(0)
+            if closed_kl is None:
+                kl_sum += per.sum(-1).to(kl_sum.dtype).sum(0)
+        elif closed_kl is None:
+            kl_sum += (posterior.log_prob(z) - prior.log_prob(z)).to(kl_sum.dtype).sum(0)
         done += k
     dtype = posterior.mean.dtype
     kl = closed_kl if closed_kl is not None else (kl_sum / samples).to(dtype)
     return Estimates(log_px=running - math.log(samples),
-                     reconstruction=(lik_sum / samples).to(dtype), kl=kl)
+                     reconstruction=(lik_sum / samples).to(dtype), kl=kl,
+                     kl_levels=(kl_levels / samples).to(dtype) if by_level else None)

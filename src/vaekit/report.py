@@ -125,12 +125,10 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
     gen = np.random.default_rng(seed)
     figs: list[Figure] = []
 
-    # 1. prior vs posterior
-    test_codes = _np(explore.encode(model, data.test))
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            prior_z = _np(model.prior.sample((min(len(test_codes), 2000),)))
+    # 1. prior vs posterior (of the top level, for a hierarchy)
+    top = model.top_slice
+    test_codes = _np(explore.encode(model, data.test))[:, top]
+    prior_z = _np(explore.prior_sample(model, min(len(test_codes), 2000), seed))[:, top]
     shown, basis = _two_axes(test_codes)
     prior_shown = _project(prior_z, basis)
     prior_labels = gen.permutation(lab)[:len(prior_z)] if lab is not None else None
@@ -145,12 +143,17 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
                     "tells the classes apart without ever seeing a label.")
     elif continuous:
         reading += "A smooth colour gradient means the codes follow the label's order."
+    if len(model.levels) > 1:
+        reading += (f" The model has {len(model.levels)} latent levels (sizes {model.levels} from "
+                    f"the data up); these panels show the top one, z{len(model.levels)}, the "
+                    "level the prior p(z) is placed on.")
     if basis is not None:
-        reading += (f" The latent space has {model.latent_dim} dimensions; both panels show the "
-                    "test codes' first two principal axes, with the prior draws projected on them.")
+        reading += (f" The latent space shown has {test_codes.shape[1]} dimensions; both panels "
+                    "show the test codes' first two principal axes, with the prior draws "
+                    "projected on them.")
     figs.append(Figure("latent", "Prior and posterior in latent space", png, reading))
 
-    if tsne and model.latent_dim > 2:
+    if tsne and test_codes.shape[1] > 2:
         from sklearn.manifold import TSNE
 
         n = min(2000, len(test_codes))
@@ -184,10 +187,7 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
             "rows). Blur is the model's uncertainty: the mean of a Bernoulli or Gaussian "
             "likelihood averages over the images the code could stand for."))
         # 4. samples
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                z = model.prior.sample((64,))
+        z = explore.prior_sample(model, 64, seed)
         means = explore.decode_mean(model, z)
         draws = explore.decode_draw(model, z, torch.Generator().manual_seed(seed))
         figs.append(Figure(
@@ -381,10 +381,18 @@ def _training_line(run_dir: Path) -> str:
     except (OSError, ValueError):
         return ""
     procs = summary.get("world_size", 1)
-    return (f" Trained {summary['epochs']} epochs (the kept model is epoch {summary['best_epoch']}, "
+    line = (f" Trained {summary['epochs']} epochs (the kept model is epoch {summary['best_epoch']}, "
             f"the best on validation) in {summary['train_seconds']:.0f} s"
             f"{f' on {procs} processes' if procs > 1 else ''}"
             f"{', stopped early' if summary.get('stopped_early') else ''}.")
+    restarts = summary.get("restarts")
+    if restarts:
+        values = ", ".join(f"{r['best_valid_objective']:.3f}" for r in restarts)
+        line += (f" It began as {len(restarts)} restarts (fresh initialisations) of "
+                 f"{restarts[0]['epochs']} epochs each, with validation objectives {values}; "
+                 f"restart {summary['kept_restart'] + 1} of {len(restarts)}, the best, was kept "
+                 "and trained on.")
+    return line
 
 
 def render_html(run_dir: Path, model, evaluation: dict, latent: dict, figures: list[Figure],

@@ -32,7 +32,7 @@ from . import distributed
 from . import fused
 from .config import SHAPE_KEYS, Config
 from .data import DataSpec, Dataset, dataset_for_spec, load_dataset
-from .errors import CheckpointError, ConfigError, DataError, VaekitError
+from .errors import CheckpointError, ConfigError, DataError, VaekitError, WriteError
 from .evaluation import evaluate
 from .model import VAE, build_vae
 from .train import BEST, LATEST, Trainer, load_model_state, resolve_device
@@ -124,7 +124,9 @@ def read_data_spec(run_dir: str | Path) -> DataSpec:
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> VAE:
-    """The trained VAE of a run directory, in eval mode, with ``data_spec`` and ``config``."""
+    """The trained VAE of a run directory, in eval mode, with ``data_spec`` and ``config``,
+    on ``device`` (a name as ``--device`` takes it, ``auto`` included)."""
+    device = resolve_device(device)
     run_dir = check_run_dir(run_dir)
     cfg = read_config(run_dir)
     spec = read_data_spec(run_dir)
@@ -147,7 +149,7 @@ def check_fits(model: VAE, data: Dataset, cfg: Config) -> None:
     dim = 1
     for s in data.shape:
         dim *= s
-    if cfg.model.latent_dim > dim:
+    if sum(config_mod.latent_levels(cfg.model.latent_dim)) > dim:
         raise ConfigError(f"model.latent_dim = {cfg.model.latent_dim} exceeds the data dimension "
                           f"{dim} of {data.spec.name!r}; choose --latent-dim {max(1, min(dim, 2))} "
                           f"to {dim}")
@@ -193,6 +195,7 @@ def check_device(cfg: Config) -> torch.device:
     device = resolve_device(cfg.train.device)
     if cfg.train.precision == "fp16" and device.type == "cpu":
         raise ConfigError("fp16 autocast needs a GPU; use --set train.precision=\"bf16\" on a CPU")
+    distributed.check_gpus(device, distributed.from_env(), cfg.train.backend)
     return device
 
 
@@ -233,18 +236,27 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
                 check_new_run_dir(run_dir)
             data, model = prepare(cfg)
             if world.main:
-                run_dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise ckpt.write_error(run_dir, e) from None
                 stack.enter_context(writer_lock(run_dir))
                 if (run_dir / CONFIG).exists():  # another train created it meanwhile
                     raise VaekitError(f"run directory {str(run_dir)!r} was created by another "
                                       "`vaekit train` just now; choose another --out")
                 ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
                 ckpt.atomic_write_text(run_dir / DATA, json.dumps(data.spec.to_dict(), indent=1))
-        return _train(cfg, Path(run_dir), data, model, resume, evaluate_samples, callbacks, world)
+        try:
+            return _train(cfg, Path(run_dir), data, model, resume, evaluate_samples, callbacks, world)
+        except WriteError as e:  # a full disk: what was written before is intact
+            raise WriteError(f"{getattr(e, 'base', e)}; the run keeps its last complete "
+                             f"checkpoint: make room, then continue it with `vaekit train "
+                             f"--resume {run_dir}`") from None
 
 
 def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks, world) -> dict:
     model.data_spec = data.spec
+    user_callbacks = callbacks  # restarts get these too (not TensorBoard's: one curve per run)
     writer = None
     if cfg.train.tensorboard and world.main:
         from .tracking import tensorboard_callbacks
@@ -258,7 +270,7 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
     restarts = None
     try:
         if cfg.train.restarts > 1 and not (run_dir / LATEST).is_file():
-            restarts = _run_restarts(cfg, run_dir, data, world)
+            restarts = _run_restarts(cfg, run_dir, data, world, user_callbacks)
             if restarts is None:  # interrupted: `train --resume` continues the restart it was in
                 return {"run_dir": str(run_dir), "rank": world.rank, "interrupted": True,
                         "epochs": 0, "steps": 0, "best_epoch": 0, "train_seconds": 0.0}
@@ -325,7 +337,7 @@ def _restart_results(run_dir: Path) -> list[dict]:
     return results
 
 
-def _run_restarts(cfg: Config, run_dir: Path, data, world) -> list[dict] | None:
+def _run_restarts(cfg: Config, run_dir: Path, data, world, callbacks=None) -> list[dict] | None:
     """The first phase of a run with ``train.restarts`` = N > 1: N fresh initialisations
     (seeds :func:`restart_seed`), each trained for ``train.restart_epochs`` epochs in
     ``RUN/restarts/R/`` (a run directory of its own, resumable like any), all validated with
@@ -356,7 +368,8 @@ def _run_restarts(cfg: Config, run_dir: Path, data, world) -> list[dict] | None:
         model = build_vae_checked(rcfg, data)
         model.data_spec = data.spec
         log.info("restart %d of %d (seed %d): %d epochs", r + 1, t.restarts, rcfg.train.seed, epochs)
-        summary = Trainer(model, data, rcfg, sub, valid_seed=t.seed + 3).fit(resume=resume)
+        summary = Trainer(model, data, rcfg, sub, callbacks=callbacks,
+                          valid_seed=t.seed + 3).fit(resume=resume)
         if summary["interrupted"]:
             return None
         result = {"restart": r, "seed": rcfg.train.seed, "epochs": summary["epochs"],
@@ -383,6 +396,7 @@ def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_di
                  split: str = "test", chunk_mib: int = 0, seed: int = 1234,
                  device: str = "cpu", save: bool = True, progress: bool = False) -> dict:
     """Reload a run and evaluate it on exactly the test (or validation) set it was trained with."""
+    device = resolve_device(device)
     model = load_run(run_dir, device=device)
     data = dataset_for_spec(model.data_spec, data_dir)
     x = data.test if split == "test" else data.valid

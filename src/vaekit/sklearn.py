@@ -32,6 +32,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import config as config_mod
 from .data import RawData, prepare_dataset
+from .devices import seeded
+from .explore import prior_sample
 from .model import build_vae
 from .objectives import importance_sampled
 from .train import Trainer
@@ -44,7 +46,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    latent_dim : size of the latent space (the number of output features of ``transform``).
+    latent_dim : size of the latent space (the number of output features of ``transform``),
+        or a list of level sizes from the data up for a hierarchical VAE (``transform`` then
+        gives all levels' ancestral posterior means, concatenated).
     hidden : hidden layer widths of the MLP encoder; the decoder mirrors them.
     activation, gated : hidden units (see vaekit's ``model`` settings).
     likelihood : "auto", "bernoulli" (X in [0, 1]), "gaussian" (fixed ``sigma`` on
@@ -94,7 +98,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         settings = {
             "data": {"name": "array", "binarize": "none", "valid_fraction": valid,
                      "test_fraction": 0.0, "split_seed": seed},
-            "model": {"latent_dim": int(self.latent_dim), "hidden": [int(h) for h in self.hidden],
+            "model": {"latent_dim": self._levels() if len(self._levels()) > 1 else self._levels()[0],
+                      "hidden": [int(h) for h in self.hidden],
                       "activation": self.activation, "gated": bool(self.gated),
                       "likelihood": likelihood, "sigma": float(self.sigma), "prior": self.prior},
             "train": {"epochs": int(self.epochs), "batch_size": int(min(self.batch_size, n)),
@@ -129,8 +134,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         raw = RawData(splits={"train": np.asarray(X, dtype=np.float32)}, labels={"train": None},
                       shape=(X.shape[1],), likelihood=likelihood, source="array")
         data = prepare_dataset(raw, cfg.data, likelihood)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = build_vae(cfg.model, (X.shape[1],), likelihood, init_data=data.train)
             model.data_spec = data.spec
             trainer = Trainer(model, data, cfg, None)
@@ -142,8 +146,12 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.likelihood_ = likelihood
         self.history_ = trainer.history
         self.best_epoch_ = trainer.state.best_epoch
-        self._n_features_out = int(self.latent_dim)
+        self._n_features_out = sum(self._levels())
         return self
+
+    def _levels(self) -> list[int]:
+        sizes = self.latent_dim if isinstance(self.latent_dim, (list, tuple)) else [self.latent_dim]
+        return [int(v) for v in sizes]
 
     # ---------------------------------------------------------------- inference
 
@@ -164,8 +172,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         """The means of p(x|z), in the units of X: (n_samples, n_features)."""
         check_is_fitted(self)
         Z = np.asarray(Z, dtype=np.float64)
-        if Z.ndim != 2 or Z.shape[1] != self.latent_dim:
-            raise ValueError(f"Z must have shape (n_samples, {self.latent_dim}), got {Z.shape}")
+        width = sum(self._levels())
+        if Z.ndim != 2 or Z.shape[1] != width:
+            raise ValueError(f"Z must have shape (n_samples, {width}), got {Z.shape}")
         x = self.model_.decode(torch.from_numpy(Z)).mean
         return self.data_spec_.inverse(x).numpy()
 
@@ -192,9 +201,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if int(n_samples) < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}")
         seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            z = self.model_.prior.sample((int(n_samples),))
+        z = prior_sample(self.model_, int(n_samples), seed)
         return self.data_spec_.inverse(self.model_.decode(z).mean).numpy()
 
     def __sklearn_tags__(self):

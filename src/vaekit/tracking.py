@@ -29,9 +29,9 @@ def tensorboard_callbacks(run_dir: str | Path, model, seed: int = 0):
     writer = require_tensorboard()(log_dir=str(Path(run_dir) / "tensorboard"))
     spec = model.data_spec
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=gen)))
-        fixed_z = model.prior.sample((16,)).detach().cpu()
+    from .explore import prior_sample
+
+    fixed_z = prior_sample(model, 16, int(torch.randint(2**31 - 1, (1,), generator=gen)))
 
     def on_epoch_end(trainer, row: dict) -> None:
         if not trainer.world.main:

@@ -159,6 +159,12 @@ def make_scheduler(optimizer, cfg):
 _SCHEDULE_KEYS = ("lr", "lr_schedule", "lr_gamma", "lr_decay_start", "epochs")
 
 
+def check_interval(device: torch.device) -> int:
+    """Steps between the NaN guard's and the stop request's checks: every step on a CPU,
+    where a check costs nothing, every CHECK_EVERY steps elsewhere."""
+    return 1 if device.type == "cpu" else CHECK_EVERY
+
+
 def make_grad_scaler(device: torch.device):
     """The loss scaler of fp16 training: ``torch.amp.GradScaler`` (torch >= 2.3, any device
     type), else the CUDA-only ``torch.cuda.amp.GradScaler`` of older torch."""
@@ -225,7 +231,7 @@ class Trainer:
         device = resolve_device(cfg.train.device)
         if cfg.train.precision == "fp16" and device.type == "cpu":
             raise VaekitError("fp16 autocast needs a GPU; use --set train.precision=\"bf16\" on a CPU")
-        self.world = distributed.setup(device)
+        self.world = distributed.setup(device, cfg.train.backend)
         self.device = distributed.device_for(device, self.world)
         self.model.to(self.device)
         self.step_module: nn.Module = ObjectiveStep(self.model, self.objective)
@@ -247,7 +253,7 @@ class Trainer:
         self._choose_engine(None)
         self.best_weights: dict[str, torch.Tensor] | None = None  # in memory, without a run_dir
         # steps between NaN/stop checks: each check waits for the device, free on a CPU
-        self.check_every = 1 if self.device.type == "cpu" else CHECK_EVERY
+        self.check_every = check_interval(self.device)
         self._train_on_device: torch.Tensor | None = None
         self.history: list[dict] = []
 
@@ -456,7 +462,7 @@ class Trainer:
         sums = {"objective": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
         for i in range(0, len(x), bs):
             xb = x[i:i + bs].to(self.device)
-            noise = torch.randn(self.samples, len(xb), self.model.latent_dim, generator=gen)
+            noise = torch.randn(self.samples, len(xb), *self.model.noise_shape, generator=gen)
             with _autocast(self.device, self.cfg.train.precision):
                 terms = self.objective(self.model, xb, self.cfg.train.beta, noise.to(self.device))
             sums["objective"] += float(-terms.loss.sum())
@@ -512,7 +518,7 @@ class Trainer:
         n = len(self.data.train)
         bs = t.batch_size
         steps_per_epoch = math.ceil(n / bs)
-        latent = self.model.latent_dim
+        noise_shape = self.model.noise_shape
         self.model.train()
         interrupted = False
         stopped_early = False
@@ -557,7 +563,7 @@ class Trainer:
                     idx = order[b * bs:(b + 1) * bs]  # the global batch
                     # drawn on the CPU from the trainer's generator, whatever the device: the
                     # same eps on every device and process count
-                    eps = torch.randn(self.samples, len(idx), latent, generator=self.noise)
+                    eps = torch.randn(self.samples, len(idx), *noise_shape, generator=self.noise)
                     lo, hi = _shard(len(idx), self.world)
                     # index_select: the rows x_epoch[idx] gives, ~40% faster from cold memory
                     xb = x_epoch.index_select(0, idx[lo:hi])

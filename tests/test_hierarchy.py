@@ -1,0 +1,213 @@
+"""Hierarchical VAEs behind the one-model contract (issue 16): the maths against
+independent references, and every command on a hierarchical run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.distributions import MultivariateNormal, Normal
+
+from conftest import assert_one_error, run_cli, tiny_config
+from vaekit import config as config_mod
+from vaekit.distributions import MIN_SCALE
+from vaekit.evaluation import evaluate
+from vaekit.hierarchy import HierarchicalVAE
+from vaekit.model import build_vae
+from vaekit.objectives import elbo, importance_sampled
+from vaekit.runs import load_run, train_and_evaluate
+
+
+def _model(levels, x_shape=(6,), hidden=(8,), likelihood="gaussian", **model):
+    cfg = config_mod.merge(config_mod.Config(), {"model": {
+        "latent_dim": levels, "hidden": list(hidden), "likelihood": likelihood, **model}}).validate()
+    return build_vae(cfg.model, x_shape, likelihood)
+
+
+def _normal_from(out: torch.Tensor, size: int) -> Normal:
+    """A level net's raw output (..., 2*size) read independently: loc, softplus(raw) + floor."""
+    loc, raw = out.unflatten(-1, (2, size)).unbind(-2)
+    return Normal(loc, F.softplus(raw) + MIN_SCALE)
+
+
+# ------------------------------------------------------------- densities and gradients
+
+
+def test_posterior_and_prior_log_prob_are_sums_of_their_levels():
+    torch.manual_seed(1)
+    m = _model([3, 2, 2], hidden=(8,), activation="tanh")
+    x = torch.randn(5, 6)
+    q = m.encode(x)
+    z = q.rsample((4,))  # (4, 5, 7)
+    z1, z2, z3 = z.split([3, 2, 2], -1)
+    body = [net.body for net in m.q_nets]
+    f = x.expand(4, 5, 6)
+    expected_q = (_normal_from(body[2](f), 2).log_prob(z3).sum(-1)
+                  + _normal_from(body[1](torch.cat([f, z3], -1)), 2).log_prob(z2).sum(-1)
+                  + _normal_from(body[0](torch.cat([f, z2], -1)), 3).log_prob(z1).sum(-1))
+    torch.testing.assert_close(q.log_prob(z), expected_q)
+    pb = [net.body for net in m.p_nets]
+    expected_p = (Normal(0.0, 1.0).log_prob(z3).sum(-1)
+                  + _normal_from(pb[1](z3), 2).log_prob(z2).sum(-1)
+                  + _normal_from(pb[0](z2), 3).log_prob(z1).sum(-1))
+    torch.testing.assert_close(m.prior.log_prob(z), expected_p)
+    assert q.batch_shape == (5,) and q.event_shape == (7,) and q.mean.shape == (5, 7)
+    assert m.prior.sample((9,)).shape == (9, 7)
+
+
+def test_ancestral_mean_and_draws_follow_the_levels():
+    torch.manual_seed(2)
+    m = _model([3, 2])
+    x = torch.randn(4, 6)
+    q = m.encode(x)
+    top = q.top.mean
+    below = _normal_from(m.q_nets[0].body(torch.cat([x, top], -1)), 3).mean
+    torch.testing.assert_close(q.mean, torch.cat([below, top], -1))
+    eps = torch.zeros(1, 4, 5)  # noise 0: the draw is the ancestral mean
+    torch.testing.assert_close(q.rsample_from(eps)[0], q.mean)
+
+
+def test_gradients_reach_every_level_through_rsample():
+    torch.manual_seed(3)
+    m = _model([3, 2, 2], likelihood="bernoulli", x_shape=(1, 4, 4), prior="vamp",
+               prior_components=3)
+    x = torch.rand(8, 1, 4, 4).round()
+    elbo(m, x, samples=2).loss.sum().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# ----------------------------------------------------------- a model with exact log p(x)
+
+
+def _linear_gaussian(seed=0):
+    """z2 ~ N(0, I_2), z1 = A z2 + a + N(0, diag(s1^2)), x = W z1 + b + N(0, sigma^2 I_3):
+    x ~ N(W a + b, W (A A^T + diag(s1^2)) W^T + sigma^2 I), exactly."""
+    g = torch.Generator().manual_seed(seed)
+    m = _model([2, 2], x_shape=(3,), hidden=(), activation="linear", sigma=0.6)
+    A, a = torch.randn(2, 2, generator=g), torch.randn(2, generator=g)
+    s1 = torch.tensor([0.7, 0.4])
+    W, b = torch.randn(3, 2, generator=g), torch.randn(3, generator=g)
+    raw = torch.log(torch.expm1(s1 - MIN_SCALE))  # softplus^-1
+    with torch.no_grad():
+        p = m.p_nets[0].body[0]  # Linear(2 -> 4): loc rows, then raw-scale rows
+        p.weight.zero_()
+        p.weight[:2] = A
+        p.bias.copy_(torch.cat([a, raw]))
+        dec = m.decoder.body[0]  # Linear(4 -> 3) over (z1, z2)
+        dec.weight.zero_()
+        dec.weight[:, :2] = W
+        dec.bias.copy_(b)
+    cov = W @ (A @ A.T + torch.diag(s1 ** 2)) @ W.T + 0.36 * torch.eye(3)
+    return m, MultivariateNormal(W @ a + b, cov)
+
+
+def test_importance_sampled_log_px_converges_to_the_exact_linear_gaussian_likelihood():
+    torch.manual_seed(4)
+    m, exact = _linear_gaussian()
+    x = exact.sample((40,))
+    truth = exact.log_prob(x)
+    with torch.no_grad():  # q(z2|x) = p(z2), q(z1|x, z2) = p(z1|z2): a proposal that ignores x
+        top, low = m.q_nets[1].body[0], m.q_nets[0].body[0]  # Linear(3 -> 4), Linear(3+2 -> 4)
+        top.weight.zero_()
+        top.bias.copy_(torch.cat([torch.zeros(2), torch.log(torch.expm1(torch.ones(2) - MIN_SCALE))]))
+        low.weight.zero_()
+        low.weight[:, 3:] = m.p_nets[0].body[0].weight
+        low.bias.copy_(m.p_nets[0].body[0].bias)
+    gen = torch.Generator().manual_seed(0)
+    est = importance_sampled(m, x, 20_000, 2000, generator=gen)
+    assert float((est.log_px - truth).abs().max()) < 0.05
+    k10 = importance_sampled(m, x, 10, 10, generator=gen).log_px
+    one = elbo(m, x, samples=2000).elbo.detach()
+    # ELBO <= L_10 <= log p(x) on average (each by a margin above the estimates' noise)
+    assert float(one.mean()) < float(k10.mean()) - 0.05
+    assert float(k10.mean()) < float(truth.mean()) - 0.05
+
+
+# --------------------------------------------------- against an independent estimator
+
+
+def _public_contract_log_px(model, x, k=3000, seed=0):
+    """log 1/K sum p(x|z) p(z) / q(z|x), written only against encode, prior, decode and
+    their rsample/log_prob."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        q = model.encode(x)
+        z = q.rsample((k,))
+        log_w = model.decode(z).log_prob(x) + model.prior.log_prob(z) - q.log_prob(z)
+        return float((torch.logsumexp(log_w.double(), 0) - math.log(k)).mean())
+
+
+@pytest.mark.parametrize("latent", [4, [4, 3]])
+def test_evaluate_agrees_with_an_independent_estimate(tmp_path, latent):
+    cfg = tiny_config(model={"latent_dim": latent}, train={"epochs": 6}, report={"enabled": False})
+    train_and_evaluate(cfg, tmp_path / "run")
+    model = load_run(tmp_path / "run")
+    from vaekit.data import dataset_for_spec
+
+    x = dataset_for_spec(model.data_spec).test[:100]
+    ours = evaluate(model, x, 3000, seed=7)["log_px"]
+    theirs = _public_contract_log_px(model, x)
+    assert abs(ours - theirs) < 0.3
+
+
+# --------------------------------------------------------------- through the commands
+
+
+@pytest.fixture(scope="module")
+def hrun(tmp_path_factory):
+    run = tmp_path_factory.mktemp("hier") / "run"
+    res = run_cli("train", "--data", "digits", "--latent-dim", "4,2", "--epochs", "3",
+                  "--set", "model.hidden=[32]", "--set", 'model.prior="vamp"',
+                  "--set", "model.prior_components=5", "--importance-samples", "20",
+                  "--quiet", "--out", str(run))
+    assert res.returncode == 0, res.stderr
+    return run
+
+
+def test_every_command_works_on_a_hierarchical_run(hrun, tmp_path):
+    ev = json.loads((hrun / "evaluation.json").read_text())
+    assert ev["latent_dim"] == 6 and [lv["size"] for lv in ev["levels"]] == [4, 2]
+    assert abs(sum(lv["kl"] for lv in ev["levels"]) - ev["kl"]) < 1e-6
+    assert "level 2 (z2)" in run_cli("evaluate", str(hrun), "-k", "5").stdout
+    for args in (["sample", "-n", "4", "--out", "s.png"],
+                 ["sample", "--sampler", "gmm", "-n", "4", "--out", "g.npy"],
+                 ["sample", "--sampler", "class:3", "-n", "4", "--out", "c.png"],
+                 ["reconstruct", "-n", "3", "--out", "r.png"],
+                 ["interpolate", "--from", "0", "--to", "1", "--out", "i.npy"],
+                 ["encode", "--stochastic", "--out", "e.npy"],
+                 ["report"]):
+        out = [a if not a.endswith((".png", ".npy")) else str(tmp_path / a) for a in args]
+        res = run_cli(out[0], str(hrun), *out[1:])
+        assert res.returncode == 0, (args, res.stderr)
+    res = run_cli("encode", str(hrun), "--out", str(tmp_path / "codes.csv"))
+    assert "all 2 levels" in res.stderr
+    header = (tmp_path / "codes.csv").read_text().splitlines()[0]
+    assert header == "z1_1,z1_2,z1_3,z1_4,z2_1,z2_2,label"
+    assert np.load(tmp_path / "g.npy").shape == (4, 1, 8, 8)
+    html = (hrun / "report.html").read_text()
+    assert "these panels show the top one, z2" in html
+
+
+def test_latent_levels_are_parsed_and_checked(tmp_path):
+    cfg = config_mod.resolve(overrides=[config_mod.parse_override("model.latent_dim=[40, 20]")])
+    assert config_mod.latent_levels(cfg.model.latent_dim) == [40, 20]
+    with pytest.raises(config_mod.ConfigError, match="list of integers"):
+        config_mod.resolve(overrides=[{"model": {"latent_dim": "big"}}])
+    with pytest.raises(config_mod.ConfigError, match="positive"):
+        config_mod.resolve(overrides=[{"model": {"latent_dim": [8, 0]}}])
+    assert_one_error(run_cli("train", "--data", "digits", "--latent-dim", "4,x",
+                             "--out", str(tmp_path / "r")), "comma-separated")
+    assert not (tmp_path / "r").exists()
+
+
+def test_conv_hierarchy_trains(tmp_path):
+    cfg = tiny_config(model={"latent_dim": [4, 2], "architecture": "conv", "conv_channels": [8]},
+                      report={"enabled": False})
+    summary = train_and_evaluate(cfg, tmp_path / "run")
+    assert math.isfinite(summary["evaluation"]["log_px"])
+    assert isinstance(load_run(tmp_path / "run"), HierarchicalVAE)
