@@ -44,8 +44,10 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, mps or auto")
     p.add_argument("--threads", type=int, help="CPU threads for torch (train.threads; 0 = torch's default)")
-    p.add_argument("--likelihood", help="auto, bernoulli, gaussian or gaussian-learned")
-    p.add_argument("--prior", help="normal, diag-normal, mixture or vamp")
+    from .registry import LIKELIHOODS, PRIORS
+
+    p.add_argument("--likelihood", help=f"auto (the data's advice) or {LIKELIHOODS.describe()}")
+    p.add_argument("--prior", help=PRIORS.describe())
     p.add_argument("--importance-samples", type=int,
                    help="K for the final log p(x) estimate (default: eval.importance_samples)")
     p.add_argument("--download", action="store_true",
@@ -96,6 +98,8 @@ def _add_explore(sub) -> None:
     p.add_argument("--sampler", default="prior",
                    help="prior (default), gmm (a mixture fitted to the training codes) or "
                         "class:LABEL (a mixture fitted to one class's codes)")
+    p.add_argument("--label", help="a conditional run: draw examples of this class (a name or "
+                                   "an index) from p(x|z, y), z from the prior")
     p.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of its mean")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="a .png grid (images), .npy, .npz or .csv (default RUN/samples.png "
@@ -294,7 +298,8 @@ def cmd_sample(args) -> int:
     image = bool(model.data_spec.image)
     out = args.out or _default_out(args, "samples", image)
     _check_out(out)
-    x, _ = sample(model, args.n, args.sampler, seed=args.seed, data_dir=args.data_dir, draw=args.draw)
+    x, _ = sample(model, args.n, args.sampler, seed=args.seed, data_dir=args.data_dir, draw=args.draw,
+                  label=args.label)
     print(write_output(out, x, image=image, cols=grid_columns(len(x))))
     return 0
 
@@ -313,7 +318,8 @@ def cmd_reconstruct(args) -> int:
         raise ValueError(f"-n must be 0 (all) or positive, got {args.n}")
     inputs = _inputs(args, model)
     x = inputs.x[:args.n] if args.n else inputs.x
-    recon = to_raw(model, reconstruct(model, x))
+    y = inputs.labels[:len(x)] if inputs.labels is not None else None
+    recon = to_raw(model, reconstruct(model, x, labels=y))
     if out.lower().endswith(".png") and image:
         fig = plots.reconstructions(to_raw(model, x).clamp(0, 1).numpy(), recon.clamp(0, 1).numpy())
         atomic_write_bytes(out, plots.png_bytes(fig))
@@ -336,7 +342,7 @@ def cmd_encode(args) -> int:
         raise ValueError(f"{out}: codes are arrays; write .npy, .npz or .csv")
     inputs = _inputs(args, model)
     codes = encode(model, inputs.x, stochastic=args.stochastic,
-                   generator=torch.Generator().manual_seed(args.seed))
+                   generator=torch.Generator().manual_seed(args.seed), labels=inputs.labels)
     if len(model.levels) > 1:
         sizes = ", ".join(f"z{i + 1}: {n}" for i, n in enumerate(model.levels))
         log.info("codes of all %d levels, concatenated from the data up (%s): %s", len(model.levels),
@@ -361,7 +367,10 @@ def cmd_interpolate(args) -> int:
         if not 0 <= i < n:
             raise ValueError(f"{name} {i} is not an example index of {inputs.source}, which has "
                              f"{n} examples (0 to {n - 1})")
-    path = interpolate(model, inputs.x[[args.start]], inputs.x[[args.end]], args.steps)[0]
+    y = inputs.labels
+    path = interpolate(model, inputs.x[[args.start]], inputs.x[[args.end]], args.steps,
+                       ya=y[[args.start]] if y is not None else None,
+                       yb=y[[args.end]] if y is not None else None)[0]
     print(write_output(out, to_raw(model, path), image=image, cols=args.steps))
     return 0
 

@@ -85,6 +85,10 @@ class ModelConfig:
     prior: str = "normal"
     prior_scales: list[float] = field(default_factory=list)
     prior_components: int = 10
+    # A conditional VAE (Sohn et al. 2015) on labelled data: encoder and decoder read the
+    # class, q(z|x, y) and p(x|z, y); `vaekit sample RUN --label L` draws new examples of a
+    # class. One latent level; the prior is the same for every class (normal or mixture).
+    conditional: bool = False
 
 
 @dataclass
@@ -177,15 +181,13 @@ class Config:
 SHAPE_KEYS = (
     "model.architecture", "model.latent_dim", "model.hidden", "model.gated",
     "model.conv_channels", "model.likelihood", "model.prior", "model.prior_components",
+    "model.conditional",
 )
 
 _CHOICES = {
     "data.binarize": ("auto", "none", "dynamic", "static"),
     "data.scaling": ("auto", "none", "standardize"),
-    "model.architecture": ("mlp", "conv"),
     "model.activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "silu", "linear"),
-    "model.likelihood": ("auto", "bernoulli", "gaussian", "gaussian-learned"),
-    "model.prior": ("normal", "diag-normal", "mixture", "vamp"),
     "train.lr_schedule": ("none", "cosine", "exponential"),
     "train.device": ("cpu", "cuda", "mps", "auto"),
     "train.backend": ("auto", "nccl", "gloo"),
@@ -206,9 +208,17 @@ _NON_NEGATIVE = (
 )
 
 
+def choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of every key that takes a name; components from the registries."""
+    from .registry import ARCHITECTURES, LIKELIHOODS, PRIORS
+
+    return {**_CHOICES, "model.architecture": ARCHITECTURES.names(),
+            "model.likelihood": ("auto", *LIKELIHOODS.names()), "model.prior": PRIORS.names()}
+
+
 def _validate(cfg: Config) -> None:
     flat = flatten(cfg.to_dict())
-    for key, allowed in _CHOICES.items():
+    for key, allowed in choices().items():
         if flat[key] not in allowed:
             raise ConfigError(
                 f"{key} = {flat[key]!r} is not one of {', '.join(map(repr, allowed))}"
@@ -230,6 +240,12 @@ def _validate(cfg: Config) -> None:
     if not sizes or any(v <= 0 for v in sizes):
         raise ConfigError(f"model.latent_dim must be a positive integer or a list of them (one per "
                           f"level, from the data up), got {cfg.model.latent_dim!r}")
+    if cfg.model.conditional and len(sizes) > 1:
+        raise ConfigError("model.conditional = true takes one latent level (an integer "
+                          "model.latent_dim); conditional hierarchies are not supported")
+    if cfg.model.conditional and cfg.model.prior == "vamp":
+        raise ConfigError("model.conditional = true cannot use the VampPrior (its pseudo-inputs "
+                          "would need classes); choose model.prior = \"normal\" or \"mixture\"")
     for key in ("model.hidden", "model.conv_channels"):
         if any(h <= 0 for h in flat[key]):
             raise ConfigError(f"{key} must hold positive widths, got {flat[key]!r}")

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .devices import wide_dtype
+from .registry import LIKELIHOODS, PRIORS
 from torch.distributions import (
     Bernoulli,
     Categorical,
@@ -188,21 +189,35 @@ class VampPrior(Prior):
 
 def build_prior(name: str, latent_dim: int, *, scales=None, components: int = 10,
                 x_shape: tuple[int, ...] = (), init_data: torch.Tensor | None = None) -> Prior:
-    if name == "normal":
-        return StandardNormalPrior(latent_dim)
-    if name == "diag-normal":
-        return DiagonalNormalPrior(scales)
-    if name == "mixture":
-        return MixturePrior(latent_dim, components)
-    if name == "vamp":
-        init = None
-        if init_data is not None and len(init_data) > 0:
-            idx = torch.randperm(len(init_data))[:components]
-            init = init_data[idx]
-            if len(init) < components:  # fewer examples than pseudo-inputs: repeat
-                init = init.repeat((components + len(init) - 1) // len(init), *[1] * (init.dim() - 1))[:components]
-        return VampPrior(latent_dim, components, x_shape, init)
-    raise ValueError(f"unknown prior {name!r}; choose normal, diag-normal, mixture or vamp")
+    """The prior registered as ``name`` (see :data:`vaekit.registry.PRIORS`)."""
+    return PRIORS.build(name, latent_dim, scales=scales, components=components, x_shape=x_shape,
+                        init_data=init_data)
+
+
+@PRIORS.register("normal", "N(0, I)")
+def _normal(latent_dim, **_):
+    return StandardNormalPrior(latent_dim)
+
+
+@PRIORS.register("diag-normal", "N(0, diag(model.prior_scales^2))")
+def _diag_normal(latent_dim, *, scales, **_):
+    return DiagonalNormalPrior(scales)
+
+
+@PRIORS.register("mixture", "a learnable mixture of model.prior_components Gaussians")
+def _mixture(latent_dim, *, components, **_):
+    return MixturePrior(latent_dim, components)
+
+
+@PRIORS.register("vamp", "VampPrior of model.prior_components pseudo-inputs")
+def _vamp(latent_dim, *, components, x_shape, init_data=None, **_):
+    init = None
+    if init_data is not None and len(init_data) > 0:
+        idx = torch.randperm(len(init_data))[:components]
+        init = init_data[idx]
+        if len(init) < components:  # fewer examples than pseudo-inputs: repeat
+            init = init.repeat((components + len(init) - 1) // len(init), *[1] * (init.dim() - 1))[:components]
+    return VampPrior(latent_dim, components, x_shape, init)
 
 
 # ---------------------------------------------------------------------- likelihoods
@@ -307,13 +322,16 @@ class LearnedGaussianLikelihood(Likelihood):
 
 
 def build_likelihood(name: str, *, sigma: float = 0.1, min_sigma: float = 1e-3) -> Likelihood:
-    if name == "bernoulli":
-        return BernoulliLikelihood()
-    if name == "gaussian":
-        return GaussianLikelihood(sigma)
-    if name == "gaussian-learned":
-        return LearnedGaussianLikelihood(min_sigma)
-    raise ValueError(f"unknown likelihood {name!r}; choose bernoulli, gaussian or gaussian-learned")
+    """The likelihood registered as ``name`` (see :data:`vaekit.registry.LIKELIHOODS`)."""
+    return LIKELIHOODS.build(name, sigma=sigma, min_sigma=min_sigma)
+
+
+LIKELIHOODS.register("bernoulli", "binary or grey-level data in [0, 1]")(
+    lambda **_: BernoulliLikelihood())
+LIKELIHOODS.register("gaussian", "N(f(z), sigma^2 I), sigma = model.sigma")(
+    lambda *, sigma, **_: GaussianLikelihood(sigma))
+LIKELIHOODS.register("gaussian-learned", "sigma from the decoder, floored at model.min_sigma")(
+    lambda *, min_sigma, **_: LearnedGaussianLikelihood(min_sigma))
 
 
 # ------------------------------------------------------------------------------ KL

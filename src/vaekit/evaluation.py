@@ -39,7 +39,7 @@ def decoder_floats_per_sample(model) -> int:
     try:
         with torch.no_grad():
             first = next(model.parameters())
-            out = model.decoder(torch.zeros(1, model.latent_dim, device=first.device, dtype=first.dtype))
+            out = model.decoder(torch.zeros(1, model.decoder_input, device=first.device, dtype=first.dtype))
     finally:
         for h in hooks:
             h.remove()
@@ -67,8 +67,10 @@ def plan_chunks(model, n: int, samples: int, chunk_mib: int) -> tuple[int, int]:
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mib: int = 0,
              seed: int = 1234, log_abs_det_jacobian: float = 0.0,
-             device: torch.device | str | None = None, progress: bool = False) -> dict:
-    """All held-out numbers for ``x`` (model-space tensor ``(N, *x_shape)``) as one dict.
+             device: torch.device | str | None = None, progress: bool = False,
+             labels: torch.Tensor | None = None) -> dict:
+    """All held-out numbers for ``x`` (model-space tensor ``(N, *x_shape)``) as one dict;
+    a conditional model also takes each example's class (``labels``).
 
     ``progress`` logs one line saying what is about to be computed and shows a progress bar
     over the test images where stderr is a terminal (K = 5000 on 10,000 images is minutes to
@@ -77,6 +79,10 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         raise ValueError(f"importance_samples must be at least 1, got {importance_samples}")
     if len(x) == 0:
         raise ValueError("cannot evaluate on an empty test set")
+    if hasattr(model, "shaped"):  # flat vectors of the right size are accepted
+        x = model.shaped(x)
+    if getattr(model, "conditional", False) and labels is None:
+        raise ValueError("this model is conditional: evaluation needs the examples' classes")
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -98,13 +104,14 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
     gen = torch.Generator().manual_seed(seed)
     for i in range(0, len(x), batch):
         xb = x[i:i + batch].to(device)
-        est = importance_sampled(model, xb, importance_samples, chunk, generator=gen)
+        m = model.given(labels[i:i + batch].to(device)) if labels is not None else model
+        est = importance_sampled(m, xb, importance_samples, chunk, generator=gen)
         log_px.append(est.log_px.cpu().double())  # float64 on the CPU (MPS has none)
         recon.append(est.reconstruction.cpu().double())
         kl.append(est.kl.cpu().double())
         if est.kl_levels is not None:
             kl_levels.append(est.kl_levels.cpu().double())
-        means.append(model.encode(xb).mean.cpu().double())
+        means.append(m.encode(xb).mean.cpu().double())
         if bar is not None:
             bar.update(len(xb))
     if bar is not None:
@@ -229,7 +236,8 @@ def latent_metrics(model, data, *, seed: int = 0, samples_per_class: int = 100,
       the training data and scored on those of the test data (how separate the classes'
       regions are); ``class_samples``: for each class, the fraction of ``class:LABEL``
       samples that a 5-NN classifier trained on real training data assigns to that class,
-      next to that classifier's own accuracy on real test data;
+      next to that classifier's own accuracy on real test data; for a conditional model
+      also ``label_samples``, the same rate for samples of p(x|z, y = class), z ~ p(z);
     - continuous labels (swiss roll): ``rank_correlation`` (:func:`manifold_rank_correlation`:
       along the best straight direction, and through a 5-NN regressor on the codes).
     """
@@ -239,7 +247,8 @@ def latent_metrics(model, data, *, seed: int = 0, samples_per_class: int = 100,
     out: dict = {"latent_dim": model.latent_dim}
     if data.train_labels is None or data.test_labels is None:
         return out
-    train_codes, test_codes = encode(model, data.train), encode(model, data.test)
+    train_codes = encode(model, data.train, labels=data.train_labels)
+    test_codes = encode(model, data.test, labels=data.test_labels)
     if data.train_labels.is_floating_point():
         out["rank_correlation"] = manifold_rank_correlation(test_codes, data.test_labels,
                                                             train_codes, data.train_labels)
@@ -252,14 +261,20 @@ def latent_metrics(model, data, *, seed: int = 0, samples_per_class: int = 100,
         (judge.predict(_np(real).reshape(len(real), -1)) == _np(data.test_labels)).mean())
     codes = Inputs(train_codes, data.train_labels, data.spec.class_names, "train")
     names = data.spec.class_names or [str(int(c)) for c in torch.unique(data.train_labels)]
-    per_class = {}
+    per_class, per_label = {}, {}
     for c in range(min(len(names), max_classes)):
         if int((data.train_labels == c).sum()) < 2:
             continue
         x, _ = sample(model, samples_per_class, f"class:{names[c]}", seed=seed + c, codes=codes)
         per_class[names[c]] = class_sample_agreement(x, c, judge)
+        if getattr(model, "conditional", False):  # z from the prior, x from p(x|z, y = c)
+            x, _ = sample(model, samples_per_class, seed=seed + c, label=names[c])
+            per_label[names[c]] = class_sample_agreement(x, c, judge)
     out["class_samples"] = per_class
     out["class_samples_mean"] = float(np.mean(list(per_class.values()))) if per_class else None
+    if per_label:
+        out["label_samples"] = per_label
+        out["label_samples_mean"] = float(np.mean(list(per_label.values())))
     out["samples_per_class"] = samples_per_class
     return out
 

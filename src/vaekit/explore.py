@@ -72,16 +72,27 @@ def user_inputs(model, name: str, data_dir: str | None = None) -> Inputs:
     return Inputs(xt, labels, raw.class_names, name)
 
 
+def _given(model, labels, i: int, device):
+    """The model for examples i.. of a batch: a conditional model with their classes fixed."""
+    if not getattr(model, "conditional", False):
+        return model
+    if labels is None:
+        raise VaekitError("this run's model is conditional: it needs each example's class "
+                          "(labelled data, or --label for samples)")
+    return model.given(torch.as_tensor(labels)[i:i + BATCH].to(device))
+
+
 @torch.no_grad()
 def encode(model, x: torch.Tensor, stochastic: bool = False,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Posterior means E_q[z|x] (the default embedding), or one draw z ~ q(z|x) each: (N, L)."""
+           generator: torch.Generator | None = None, labels=None) -> torch.Tensor:
+    """Posterior means E_q[z|x] (the default embedding), or one draw z ~ q(z|x) each: (N, L).
+    A conditional model reads each example's class from ``labels``."""
     model.eval()
     device = model_device(model)
     out = []
     for i in range(0, len(x), BATCH):
         xb = x[i:i + BATCH]
-        q = model.encode(xb.to(device))
+        q = _given(model, labels, i, device).encode(xb.to(device))
         if stochastic:  # eps from the CPU generator: the same draws on any device
             eps = torch.randn(len(xb), *model.noise_shape, generator=generator)
             out.append(reparameterize(q, 1, eps[None].to(device))[0].float().cpu())
@@ -91,22 +102,24 @@ def encode(model, x: torch.Tensor, stochastic: bool = False,
 
 
 @torch.no_grad()
-def decode_mean(model, z: torch.Tensor) -> torch.Tensor:
-    """The mean of p(x|z) for each z, in model space: (N, *x_shape)."""
+def decode_mean(model, z: torch.Tensor, labels=None) -> torch.Tensor:
+    """The mean of p(x|z) for each z, in model space: (N, *x_shape) (a conditional model:
+    p(x|z, y) with the classes, or class weights, in ``labels``)."""
     model.eval()
     device = model_device(model)
-    return torch.cat([model.decode(z[i:i + BATCH].to(device)).mean.float().cpu()
+    return torch.cat([_given(model, labels, i, device).decode(z[i:i + BATCH].to(device)).mean.float().cpu()
                       for i in range(0, len(z), BATCH)])
 
 
 @torch.no_grad()
-def decode_draw(model, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def decode_draw(model, z: torch.Tensor, generator: torch.Generator | None = None,
+                labels=None) -> torch.Tensor:
     """One draw x ~ p(x|z) per z (binary images for a Bernoulli likelihood)."""
     model.eval()
     device = model_device(model)
     out = []
     for i in range(0, len(z), BATCH):
-        px = model.decode(z[i:i + BATCH].to(device))
+        px = _given(model, labels, i, device).decode(z[i:i + BATCH].to(device))
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator)) if generator is not None else None
         with seeded(seed, device):
             out.append(px.sample().float().cpu())
@@ -126,27 +139,34 @@ def to_raw(model, x: torch.Tensor) -> torch.Tensor:
     return model.data_spec.inverse(x)
 
 
-def reconstruct(model, x: torch.Tensor) -> torch.Tensor:
+def reconstruct(model, x: torch.Tensor, labels=None) -> torch.Tensor:
     """The mean of p(x|z) at the posterior mean, in model space."""
-    return decode_mean(model, encode(model, x))
+    return decode_mean(model, encode(model, x, labels=labels), labels=labels)
 
 
-def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int = 10) -> torch.Tensor:
+def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int = 10,
+                ya=None, yb=None) -> torch.Tensor:
     """Decoded points on the straight line between the codes of xa and xb (posterior
-    means), endpoints included: (P, steps, *x_shape) for P pairs."""
+    means), endpoints included: (P, steps, *x_shape) for P pairs. A conditional model's
+    class moves along the same line, from ya's one-hot vector to yb's."""
     if steps < 2:
         raise ValueError(f"steps must be at least 2, got {steps}")
-    za, zb = encode(model, xa), encode(model, xb)  # (P, L)
+    za, zb = encode(model, xa, labels=ya), encode(model, xb, labels=yb)  # (P, L)
     t = torch.linspace(0, 1, steps)[None, :, None]  # (1, S, 1)
     path = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, L)
-    return decode_mean(model, path.reshape(-1, path.shape[-1])).reshape(
+    classes = None
+    if getattr(model, "conditional", False):
+        ca, cb = model.condition(torch.as_tensor(ya)), model.condition(torch.as_tensor(yb))
+        classes = (ca[:, None] * (1 - t) + cb[:, None] * t).reshape(-1, ca.shape[-1])
+    return decode_mean(model, path.reshape(-1, path.shape[-1]), labels=classes).reshape(
         len(za), steps, *model.x_shape)
 
 
 def training_codes(model, data_dir: str | None = None) -> Inputs:
     """Posterior means of the run's training data (what the gmm and class samplers fit)."""
     train = run_split(model, "train", data_dir)
-    return Inputs(encode(model, train.x), train.labels, train.class_names, train.source)
+    return Inputs(encode(model, train.x, labels=train.labels), train.labels, train.class_names,
+                  train.source)
 
 
 @torch.no_grad()
@@ -158,19 +178,34 @@ def prior_sample(model, n: int, seed: int) -> torch.Tensor:
 
 
 def sample(model, n: int, sampler: str = "prior", seed: int = 0, data_dir: str | None = None,
-           draw: bool = False, codes: Inputs | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           draw: bool = False, codes: Inputs | None = None,
+           label: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """n new examples (raw units) and their codes: z from the chosen sampler, then the
     mean of p(x|z), or a draw from it with ``draw=True``.
 
     ``sampler`` is ``prior``; ``gmm`` (a Gaussian mixture fitted by EM to the posterior
     means of the training data: ex-post density estimation, Ghosh et al. 2020); or
-    ``class:LABEL`` (a mixture fitted to the codes of that class only)."""
+    ``class:LABEL`` (a mixture fitted to the codes of that class only). A conditional model
+    decodes with the class ``label`` (a name or an index): z from the prior, x from
+    p(x|z, y); with ``class:LABEL`` it decodes with that class, and with neither the n
+    samples go through the classes in turn."""
     if n < 1:
         raise ValueError(f"the number of samples must be at least 1, got {n}")
-    kind, label = parse_sampler(sampler)
+    kind, class_label = parse_sampler(sampler)
+    conditional = getattr(model, "conditional", False)
+    names = model.data_spec.class_names
+    if label is not None and not conditional:
+        raise VaekitError("--label needs a conditional model (model.conditional = true); for "
+                          f"this run, sample a class's region with --sampler class:{label}")
+    if label is not None and kind != "prior":
+        raise VaekitError("--label draws z from the prior; give it without --sampler")
     gen = torch.Generator().manual_seed(seed)
+    classes = None
     if kind == "prior":
         z = prior_sample(model, n, seed)
+        if conditional:
+            classes = (torch.full((n,), resolve_class(label, names, True)) if label is not None
+                       else torch.arange(n) % model.num_classes)
     else:
         codes = codes or training_codes(model, data_dir)
         target = None
@@ -178,9 +213,14 @@ def sample(model, n: int, sampler: str = "prior", seed: int = 0, data_dir: str |
             if codes.labels is not None and codes.labels.is_floating_point():
                 raise VaekitError("the class:LABEL sampler needs discrete class labels; this "
                                   "run's labels are continuous (use --sampler gmm)")
-            target = resolve_class(label, codes.class_names, codes.labels)
+            target = resolve_class(class_label, codes.class_names, codes.labels)
         z = latent_sampler(kind, codes=codes.x, labels=codes.labels, target=target, seed=seed)(n)
-    x = decode_draw(model, z, gen) if draw else decode_mean(model, z)
+        if conditional:
+            if target is None:
+                raise VaekitError("a conditional model decodes with a class: use --sampler "
+                                  "class:LABEL or --label LABEL")
+            classes = torch.full((n,), target)
+    x = decode_draw(model, z, gen, labels=classes) if draw else decode_mean(model, z, labels=classes)
     return to_raw(model, x), z
 
 

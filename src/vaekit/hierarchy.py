@@ -22,7 +22,9 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from .distributions import DiagonalNormal, Likelihood, Prior, gaussian_from
-from .model import VAE
+from .config import latent_levels
+from .model import VAE, top_prior
+from .registry import MODEL_KINDS
 from .networks import Features, mlp
 
 
@@ -81,7 +83,7 @@ class HierarchicalPosterior(_Levels):
 
     def __init__(self, model: "HierarchicalVAE", x: torch.Tensor):
         self.model = model
-        self.features = model.features(x)  # (B, F)
+        self.features = model.features(model.shaped(x))  # (B, F)
         top = model.q_nets[-1](self.features)
         super().__init__(model.levels, top, top.batch_shape)
 
@@ -161,7 +163,7 @@ class HierarchicalVAE(VAE):
 
     def encode_top(self, x: torch.Tensor) -> DiagonalNormal:
         """q(z_L|x) alone (what a VampPrior pushes its pseudo-inputs through)."""
-        return self.q_nets[-1](self.features(x))
+        return self.q_nets[-1](self.features(self.shaped(x)))
 
     def encode(self, x: torch.Tensor) -> HierarchicalPosterior:
         return HierarchicalPosterior(self, x)
@@ -169,3 +171,12 @@ class HierarchicalVAE(VAE):
     @property
     def prior(self) -> HierarchicalPrior:
         return HierarchicalPrior(self)
+
+
+@MODEL_KINDS.register("hierarchical", "Gaussian levels z1 ... zL (a list model.latent_dim)")
+def _build(m, x_shape, lik, arch, *, init_data=None, **_) -> HierarchicalVAE:
+    levels = latent_levels(m.latent_dim)
+    decoder = arch.decoder(m, x_shape, sum(levels), lik.params_per_dim)
+    prior = top_prior(m, levels[-1], x_shape, init_data)
+    return HierarchicalVAE(arch.features(m, x_shape), levels, decoder, prior, lik, x_shape,
+                           m.hidden, m.activation, m.gated)

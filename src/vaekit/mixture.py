@@ -505,13 +505,11 @@ def fit_latent_mixture(codes: torch.Tensor, n_components: int = 10, seed: int = 
                            reg_covar=1e-4, max_iter=200).fit(codes.detach().cpu().double())
 
 
-def latent_sampler(kind: str, prior=None, codes: torch.Tensor | None = None, labels=None,
-                   target: int | None = None, n_components: int = 10, seed: int = 0):
-    """A function n -> z of shape (n, L): from the prior, from a mixture fitted to all codes
-    (``gmm``), or from a mixture fitted to the codes of one class (``class``)."""
+def latent_sampler(kind: str, codes: torch.Tensor, labels=None, target: int | None = None,
+                   n_components: int = 10, seed: int = 0):
+    """A function n -> z of shape (n, L) drawn from a mixture fitted to all codes (``gmm``)
+    or to the codes of one class (``class``). (Prior draws: ``explore.prior_sample``.)"""
     gen = torch.Generator().manual_seed(seed)
-    if kind == "prior":
-        return lambda n: prior.sample((n,))
     if kind == "gmm":
         gm = fit_latent_mixture(codes, n_components, seed)
     elif kind == "class":

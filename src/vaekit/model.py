@@ -7,6 +7,8 @@ likelihood; p(z) from a prior module. ``encode``, ``decode`` and ``prior`` retur
 
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Any
 
 import torch
@@ -15,7 +17,7 @@ from torch.distributions import Distribution
 
 from .distributions import DiagonalNormal, Likelihood, Prior, build_likelihood, build_prior, gaussian_from
 from .config import latent_levels
-from .networks import ConvDecoder, ConvEncoder, Features, MLPDecoder, MLPEncoder
+from .registry import ARCHITECTURES, MODEL_KINDS
 
 
 class VAE(nn.Module):
@@ -46,7 +48,32 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> DiagonalNormal:
         """q(z|x), batch shape ``x.shape[:-len(x_shape)]``, event shape ``(L,)``."""
-        return gaussian_from(self.encoder(x))  # encoder: (B, 2, L)
+        return gaussian_from(self.encoder(self.shaped(x)))  # encoder: (B, 2, L)
+
+    def shaped(self, x: torch.Tensor) -> torch.Tensor:
+        """x as the model takes it, (..., *x_shape): flat vectors of the right size (e.g.
+        (B, 784) for 1 x 28 x 28 images) are reshaped; any other shape is refused, saying
+        what is expected."""
+        n = len(self.x_shape)
+        if tuple(x.shape[-n:]) == self.x_shape:
+            return x
+        size = math.prod(self.x_shape)
+        if x.dim() >= 1 and x.shape[-1] == size:
+            return x.reshape(*x.shape[:-1], *self.x_shape)
+        raise ValueError(f"this model takes examples of shape {self.x_shape} (or flat vectors of "
+                         f"{size} values), got a tensor of shape {tuple(x.shape)}")
+
+    #: whether encode and decode take a class (see vaekit.conditional)
+    conditional = False
+
+    @property
+    def decoder_input(self) -> int:
+        """Width of the decoder's input (z; a conditional model adds its class)."""
+        return self.latent_dim
+
+    def given(self, y) -> "VAE":
+        """The model with its condition fixed; an unconditional model is its own."""
+        return self
 
     def decode(self, z: torch.Tensor) -> Distribution:
         """p(x|z), batch shape ``z.shape[:-1]``, event shape ``x_shape``."""
@@ -63,10 +90,15 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw of x)."""
-        z = self.prior.sample((n,))
-        px = self.decode(z)
-        return px.mean if mean else px.sample()
+        """n draws from the model: z ~ p(z), then the mean of p(x|z) (or a draw of x); with a
+        ``generator`` the draws are a function of it alone (torch's global RNG untouched)."""
+        from .devices import model_device, seeded
+
+        ctx = (seeded(int(torch.randint(2**62, (1,), generator=generator)), model_device(self))
+               if generator is not None else contextlib.nullcontext())
+        with ctx:
+            px = self.decode(self.prior.sample((n,)))
+            return px.mean if mean else px.sample()
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,40 +106,34 @@ class VAE(nn.Module):
         return self.decode(self.embed(x)).mean
 
 
+def model_kind(model_cfg) -> str:
+    """The registered model kind a ``ModelConfig`` asks for."""
+    if model_cfg.conditional:
+        return "conditional"
+    return "hierarchical" if len(latent_levels(model_cfg.latent_dim)) > 1 else "vae"
+
+
 def build_vae(model_cfg, x_shape: tuple[int, ...], likelihood: str,
-              init_data: torch.Tensor | None = None) -> VAE:
-    """Build a VAE from a ``ModelConfig`` for data of shape ``x_shape``: one level for an
-    int ``latent_dim``, a :class:`~vaekit.hierarchy.HierarchicalVAE` for a list of sizes."""
-    m = model_cfg
-    levels = latent_levels(m.latent_dim)
-    total = sum(levels)
-    lik = build_likelihood(likelihood, sigma=m.sigma, min_sigma=m.min_sigma)
-    if m.architecture == "conv":
-        if len(x_shape) == 2:
-            x_shape = (1, *x_shape)
-        if len(x_shape) != 3:
-            raise ValueError(
-                f"the conv architecture needs image data (H x W or C x H x W), got shape "
-                f"{tuple(x_shape)}; use --set model.architecture=\"mlp\""
-            )
-        if len(levels) == 1:
-            encoder = ConvEncoder(x_shape, total, m.conv_channels, m.hidden, m.activation)
-        decoder = ConvDecoder(x_shape, total, m.conv_channels, m.hidden,
-                              lik.params_per_dim, m.activation)
-    else:
-        if len(levels) == 1:
-            encoder = MLPEncoder(x_shape, total, m.hidden, m.activation, m.gated)
-        decoder = MLPDecoder(x_shape, total, m.hidden, lik.params_per_dim,
-                             m.activation, m.gated)
+              init_data: torch.Tensor | None = None, num_classes: int | None = None) -> VAE:
+    """Build the model a ``ModelConfig`` describes for data of shape ``x_shape``: its kind
+    (:func:`model_kind`), architecture, likelihood and prior from the registries."""
+    arch = ARCHITECTURES.get(model_cfg.architecture)
+    x_shape = arch.shape(x_shape)
     if init_data is not None and init_data.shape[1:] != tuple(x_shape):
         init_data = init_data.reshape(-1, *x_shape)
-    prior = build_prior(m.prior, levels[-1], scales=m.prior_scales,
-                        components=m.prior_components, x_shape=tuple(x_shape),
-                        init_data=init_data)
-    if len(levels) == 1:
-        return VAE(encoder, decoder, prior, lik, x_shape)
-    from .hierarchy import HierarchicalVAE
+    lik = build_likelihood(likelihood, sigma=model_cfg.sigma, min_sigma=model_cfg.min_sigma)
+    return MODEL_KINDS.build(model_kind(model_cfg), model_cfg, x_shape, lik, arch,
+                             init_data=init_data, num_classes=num_classes)
 
-    features = Features(x_shape, m.architecture, m.conv_channels, m.activation)
-    return HierarchicalVAE(features, levels, decoder, prior, lik, x_shape, m.hidden,
-                           m.activation, m.gated)
+
+def top_prior(m, latent: int, x_shape, init_data) -> Prior:
+    """The prior module of a model's top (or only) level."""
+    return build_prior(m.prior, latent, scales=m.prior_scales, components=m.prior_components,
+                       x_shape=tuple(x_shape), init_data=init_data)
+
+
+@MODEL_KINDS.register("vae", "one Gaussian latent level (an integer model.latent_dim)")
+def _one_level(m, x_shape, lik, arch, *, init_data=None, **_) -> VAE:
+    encoder = arch.encoder(m, x_shape, m.latent_dim)  # (built in this order since v0.1: the
+    decoder = arch.decoder(m, x_shape, m.latent_dim, lik.params_per_dim)  # same initial weights)
+    return VAE(encoder, decoder, top_prior(m, m.latent_dim, x_shape, init_data), lik, x_shape)

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from .registry import ARCHITECTURES
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -172,3 +174,52 @@ class ConvDecoder(nn.Module):
         lead = z.shape[:-1]
         h = self.head(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start)
         return self.deconvs(h).reshape(*lead, *self.out_shape)  # (..., P, C, H, W)
+
+
+# ------------------------------------------------------------------ architectures
+
+
+@ARCHITECTURES.register("mlp", "fully connected layers of model.hidden widths (model.gated units)")
+class MLPArchitecture:
+    """Builds the bodies of an MLP model (see :data:`vaekit.registry.ARCHITECTURES`)."""
+
+    @staticmethod
+    def shape(x_shape) -> tuple[int, ...]:
+        return tuple(x_shape)
+
+    @staticmethod
+    def encoder(m, x_shape, latent: int) -> nn.Module:
+        return MLPEncoder(x_shape, latent, m.hidden, m.activation, m.gated)
+
+    @staticmethod
+    def decoder(m, x_shape, in_dim: int, params_per_dim: int) -> nn.Module:
+        return MLPDecoder(x_shape, in_dim, m.hidden, params_per_dim, m.activation, m.gated)
+
+    @staticmethod
+    def features(m, x_shape) -> Features:
+        return Features(x_shape, "mlp")
+
+
+@ARCHITECTURES.register("conv", "stride-2 convolutions of model.conv_channels, for images")
+class ConvArchitecture:
+    """Builds the bodies of a convolutional model for C x H x W (or H x W) images."""
+
+    @staticmethod
+    def shape(x_shape) -> tuple[int, ...]:
+        x_shape = (1, *x_shape) if len(x_shape) == 2 else tuple(x_shape)
+        if len(x_shape) != 3:
+            raise ValueError(f"the conv architecture needs image data (H x W or C x H x W), got "
+                             f"shape {tuple(x_shape)}; use --set model.architecture=\"mlp\"")
+        return x_shape
+
+    @staticmethod
+    def encoder(m, x_shape, latent: int) -> nn.Module:
+        return ConvEncoder(x_shape, latent, m.conv_channels, m.hidden, m.activation)
+
+    @staticmethod
+    def decoder(m, x_shape, in_dim: int, params_per_dim: int) -> nn.Module:
+        return ConvDecoder(x_shape, in_dim, m.conv_channels, m.hidden, params_per_dim, m.activation)
+
+    @staticmethod
+    def features(m, x_shape) -> Features:
+        return Features(x_shape, "conv", m.conv_channels, m.activation)

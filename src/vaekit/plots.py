@@ -11,19 +11,34 @@ import math
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Ellipse  # noqa: E402
+from .checkpoint import atomic_write_bytes
 
-from .checkpoint import atomic_write_bytes  # noqa: E402
+
+# Figures are made with matplotlib's object-oriented API and rendered by its Agg canvas:
+# pyplot (and its global backend, which a notebook user chooses) is never touched.
+def figure(**kwargs) -> Figure:
+    return Figure(**kwargs)
+
+
+def subplots(nrows: int = 1, ncols: int = 1, **kwargs):
+    """pyplot.subplots without pyplot: (figure, axes) on a Figure of its own."""
+    subplot_kw = {k: kwargs.pop(k) for k in ("squeeze", "sharex", "sharey", "gridspec_kw",
+                                             "subplot_kw") if k in kwargs}
+    fig = Figure(**kwargs)
+    return fig, fig.subplots(nrows, ncols, **subplot_kw)
+
+
+def colormap(name: str):
+    return matplotlib.colormaps[name]
 
 
 def png_bytes(fig, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -66,7 +81,7 @@ def grid_png(images: np.ndarray, cols: int | None = None, min_side: int = 320) -
 
 def image_grid(images: np.ndarray, title: str = "", cols: int | None = None, size: float = 6.0):
     mosaic = tile(images, cols=cols)
-    fig, ax = plt.subplots(figsize=(size, size * mosaic.shape[0] / mosaic.shape[1]))
+    fig, ax = subplots(figsize=(size, size * mosaic.shape[0] / mosaic.shape[1]))
     ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=1,
               interpolation="nearest")
     ax.set_axis_off()
@@ -103,9 +118,9 @@ def _scatter(ax, points: np.ndarray, labels, class_names, title: str, continuous
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6, color="tab:blue")
     elif continuous:
         sc = ax.scatter(points[:, 0], points[:, 1], c=labels, s=4, cmap="viridis", alpha=0.8)
-        plt.colorbar(sc, ax=ax, fraction=0.046, pad=0.02, label="label")
+        ax.figure.colorbar(sc, ax=ax, fraction=0.046, pad=0.02, label="label")
     else:
-        cmap = plt.get_cmap("tab10" if (labels.max() + 1) <= 10 else "tab20")
+        cmap = colormap("tab10" if (labels.max() + 1) <= 10 else "tab20")
         for k in np.unique(labels):
             sel = labels == k
             name = class_names[k] if class_names and k < len(class_names) else str(k)
@@ -119,7 +134,7 @@ def latent_prior_posterior(prior_z, prior_labels, codes, labels, class_names=Non
                            axis_note: str = "", continuous: bool = False):
     """Left: draws from p(z) coloured by random labels; right: posterior means of test data
     coloured by their true labels."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    fig, axes = subplots(1, 2, figsize=(12, 5.5))
     _scatter(axes[0], prior_z, prior_labels, class_names,
              "prior p(z), random labels (before learning means anything)", continuous)
     _scatter(axes[1], codes, labels, class_names, "posterior means E_q[z|x] of test data, true labels",
@@ -141,7 +156,7 @@ def manifold(grid_images: np.ndarray, z1: np.ndarray, z2: np.ndarray):
     """A (G*G, C, H, W) grid of decoded images laid over the latent plane (rows: z2 falling)."""
     g = len(z1)
     mosaic = tile(grid_images, rows=g, cols=g, pad=0)
-    fig, ax = plt.subplots(figsize=(8, 8))
+    fig, ax = subplots(figsize=(8, 8))
     ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=1,
               extent=(0, g, 0, g))
     ticks = np.arange(g) + 0.5
@@ -156,7 +171,7 @@ def manifold(grid_images: np.ndarray, z1: np.ndarray, z2: np.ndarray):
 
 def training_curves(rows: list[dict]):
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = subplots(1, 3, figsize=(14, 4))
     for ax, key, title in zip(axes, ("elbo", "reconstruction", "kl"),
                               ("ELBO (nats)", "reconstruction E_q log p(x|z)", "KL(q || p)")):
         ax.plot(epochs, [r[f"train_{key}"] for r in rows], label="train")
@@ -171,7 +186,7 @@ def training_curves(rows: list[dict]):
 def data_and_latent(x: np.ndarray, codes: np.ndarray, labels, continuous: bool, class_names=None):
     """Non-image data: the data (3-D scatter, or a pair plot of its first features) next to
     the latent coordinates, both coloured by label."""
-    fig = plt.figure(figsize=(12, 5.5))
+    fig = figure(figsize=(12, 5.5))
     if x.shape[1] >= 3:
         ax = fig.add_subplot(1, 2, 1, projection="3d")
         kw = dict(c=labels, cmap="viridis") if (labels is not None and continuous) else {}
@@ -190,7 +205,7 @@ def data_and_latent(x: np.ndarray, codes: np.ndarray, labels, continuous: bool, 
 def mixture_fit(x: np.ndarray, weights, means, covariances, covariance_type: str, labels=None):
     """2-D: the data with each component's 1- and 2-sigma ellipses; 1-D: the mixture density
     and its K weighted components over a histogram."""
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = subplots(figsize=(7, 6))
     if x.shape[1] == 1:
         grid = np.linspace(x.min() - 1, x.max() + 1, 600)
         ax.hist(x[:, 0], bins=80, density=True, color="0.85", label="data")
@@ -220,7 +235,7 @@ def mixture_fit(x: np.ndarray, weights, means, covariances, covariance_type: str
 
 
 def log_likelihood_history(history: list[float]):
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     ax.plot(np.arange(1, len(history) + 1), history, marker="o", ms=3)
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("mean log-likelihood")
@@ -229,18 +244,20 @@ def log_likelihood_history(history: list[float]):
     return fig
 
 
-def samples_per_class(rows: list[np.ndarray], names: list[str]):
+def samples_per_class(rows: list[np.ndarray], names: list[str],
+                      title: str = "samples from each class's region of the latent space "
+                                   "(class:LABEL sampler)"):
     """One row of samples per class."""
     n = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(n * 0.7, len(rows) * 0.75 + 0.6), squeeze=False,
-                             layout="constrained")
+    fig, axes = subplots(len(rows), 1, figsize=(n * 0.7, len(rows) * 0.75 + 0.6), squeeze=False,
+                         layout="constrained")
     for ax, images, name in zip(axes[:, 0], rows, names):
         mosaic = tile(images, rows=1, cols=n)
         ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
-    fig.suptitle("samples from each class's region of the latent space (class:LABEL sampler)")
+    fig.suptitle(title)
     return fig
 
 
@@ -249,7 +266,7 @@ def samples(means: np.ndarray, draws: np.ndarray | None = None):
     (right), for the same z."""
     panels = [(means, "means of p(x|z), z ~ p(z)")] + (
         [(draws, "draws x ~ p(x|z), same z")] if draws is not None else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 6), squeeze=False)
+    fig, axes = subplots(1, len(panels), figsize=(6 * len(panels), 6), squeeze=False)
     for ax, (images, title) in zip(axes[0], panels):
         mosaic = tile(images)
         ax.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=1,
@@ -263,14 +280,14 @@ def latent_background(codes: np.ndarray, labels, lim: float, pixels: int = 400,
                       continuous: bool = False) -> bytes:
     """PNG of the codes on [-lim, lim]^2 filling the whole image (no margins, no axes), so
     pixel (u, v) is z = (-lim + 2 lim u / W, lim - 2 lim v / H): the explorer's plane."""
-    fig = plt.figure(figsize=(pixels / 100, pixels / 100), dpi=100)
+    fig = figure(figsize=(pixels / 100, pixels / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
     if labels is None:
         ax.scatter(codes[:, 0], codes[:, 1], s=3, alpha=0.5, color="tab:blue")
     elif continuous:
         ax.scatter(codes[:, 0], codes[:, 1], s=3, alpha=0.7, c=labels, cmap="viridis")
     else:
-        cmap = plt.get_cmap("tab10" if labels.max() < 10 else "tab20")
+        cmap = colormap("tab10" if labels.max() < 10 else "tab20")
         ax.scatter(codes[:, 0], codes[:, 1], s=3, alpha=0.6, c=[cmap(int(k) % cmap.N) for k in labels])
     ax.axhline(0, color="0.8", lw=0.5)
     ax.axvline(0, color="0.8", lw=0.5)
@@ -279,7 +296,6 @@ def latent_background(codes: np.ndarray, labels, lim: float, pixels: int = 400,
     ax.set_axis_off()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)  # no bbox_inches: keep the exact extent
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -63,7 +63,7 @@ def build_report(run_dir: str | Path, *, data_dir: str | None = None, seed: int 
     latent = latent_metrics(model, data, seed=seed)
     figures = make_figures(model, data, run_dir, seed=seed, tsne=tsne)
     explorer = explorer_html(model, data, explorer_grid) if (
-        model.latent_dim == 2 and spec.image) else ""
+        model.latent_dim == 2 and spec.image and not model.conditional) else ""
     for fig in figures:
         atomic_write_bytes(run_dir / FIGURES / f"{fig.name}.png", fig.png)
     atomic_write_text(run_dir / LATENT, json.dumps(latent, indent=1))
@@ -127,7 +127,8 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
 
     # 1. prior vs posterior (of the top level, for a hierarchy)
     top = model.top_slice
-    test_codes = _np(explore.encode(model, data.test))[:, top]
+    test_codes = _np(explore.encode(model, data.test, labels=data.test_labels))[:, top]
+    conditional = getattr(model, "conditional", False)
     prior_z = _np(explore.prior_sample(model, min(len(test_codes), 2000), seed))[:, top]
     shown, basis = _two_axes(test_codes)
     prior_shown = _project(prior_z, basis)
@@ -158,7 +159,7 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
 
         n = min(2000, len(test_codes))
         emb = TSNE(n_components=2, random_state=seed, init="pca").fit_transform(test_codes[:n])
-        fig = plots.plt.figure(figsize=(6.5, 6))
+        fig = plots.figure(figsize=(6.5, 6))
         ax = fig.add_subplot(1, 1, 1)
         plots._scatter(ax, emb, lab[:n] if lab is not None else None, names,
                        "t-SNE of the test codes", continuous)
@@ -168,7 +169,7 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
 
     if spec.image:
         # 2. manifold
-        if model.latent_dim == 2:
+        if model.latent_dim == 2 and not conditional:
             z1, z2, grid = explore.manifold(model, 20)
             figs.append(Figure(
                 "manifold", "The decoded latent manifold",
@@ -179,7 +180,8 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
                 "transitions show how the model morphs one kind of example into another."))
         # 3. reconstructions
         n = min(20, len(data.test))
-        recon = explore.reconstruct(model, data.test[:n])
+        y_test = data.test_labels[:n] if data.test_labels is not None else None
+        recon = explore.reconstruct(model, data.test[:n], labels=y_test)
         figs.append(Figure(
             "reconstructions", "Reconstructions",
             plots.png_bytes(plots.reconstructions(_images(model, data.test[:n]), _images(model, recon))),
@@ -188,8 +190,9 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
             "likelihood averages over the images the code could stand for."))
         # 4. samples
         z = explore.prior_sample(model, 64, seed)
-        means = explore.decode_mean(model, z)
-        draws = explore.decode_draw(model, z, torch.Generator().manual_seed(seed))
+        classes = torch.arange(64) % model.num_classes if conditional else None  # class i % K
+        means = explore.decode_mean(model, z, labels=classes)
+        draws = explore.decode_draw(model, z, torch.Generator().manual_seed(seed), labels=classes)
         figs.append(Figure(
             "samples", "Samples from the prior",
             plots.png_bytes(plots.samples(_images(model, means), _images(model, draws))),
@@ -199,7 +202,10 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
             "regions of the prior that no training image's code covers."))
         # 5. interpolations
         pairs = _interpolation_pairs(lab, continuous, len(data.test), 6, gen)
-        paths = explore.interpolate(model, data.test[pairs[:, 0]], data.test[pairs[:, 1]], 10)
+        ys = data.test_labels
+        paths = explore.interpolate(model, data.test[pairs[:, 0]], data.test[pairs[:, 1]], 10,
+                                    ya=ys[pairs[:, 0]] if ys is not None else None,
+                                    yb=ys[pairs[:, 1]] if ys is not None else None)
         figs.append(Figure(
             "interpolations", "Interpolations",
             plots.png_bytes(plots.interpolations(np.clip(_np(explore.to_raw(model, paths)), 0, 1))),
@@ -217,6 +223,17 @@ def make_figures(model, data, run_dir: Path, *, seed: int = 0, tsne: bool = Fals
                     "that class's training examples only; z drawn from it and decoded "
                     "(`vaekit sample RUN --sampler class:LABEL`). The rate at which a classifier "
                     "trained on real data recognises these samples is in the table above."))
+            if conditional:
+                rows, row_names = _class_rows(model, data, seed, conditional=True)
+                figs.append(Figure(
+                    "label_samples", "Samples of each class from the conditional model",
+                    plots.png_bytes(plots.samples_per_class(
+                        rows, row_names, "samples of p(x|z, y) for each class y, z from the prior "
+                                         "(--label LABEL)")),
+                    "For each class y, z drawn from the prior and decoded by p(x|z, y) "
+                    "(`vaekit sample RUN --label LABEL`): the conditional model's own way to "
+                    "make a new example of a class, beside the class-region samples above. "
+                    "Their recognition rates are in the table above."))
     else:
         # 7. non-image data next to its codes
         x = _np(explore.to_raw(model, data.test))
@@ -256,15 +273,19 @@ def _interpolation_pairs(labels, continuous: bool, n: int, count: int, gen) -> n
     return np.asarray(pairs[:count])
 
 
-def _class_rows(model, data, seed: int, per_row: int = 10, max_rows: int = 10):
-    codes = explore.Inputs(explore.encode(model, data.train), data.train_labels,
-                           data.spec.class_names, "train")
+def _class_rows(model, data, seed: int, per_row: int = 10, max_rows: int = 10,
+                conditional: bool = False):
+    """Rows of samples per class: from each class's region of the codes, or (``conditional``)
+    from p(x|z, y = class) with z from the prior."""
+    codes = explore.Inputs(explore.encode(model, data.train, labels=data.train_labels),
+                           data.train_labels, data.spec.class_names, "train")
     names = data.spec.class_names or [str(int(c)) for c in torch.unique(data.train_labels)]
     rows, row_names = [], []
     for c, name in enumerate(names[:max_rows]):
         if int((data.train_labels == c).sum()) < 2:
             continue
-        x, _ = explore.sample(model, per_row, f"class:{name}", seed=seed + c, codes=codes)
+        x, _ = (explore.sample(model, per_row, seed=seed + c, label=name) if conditional else
+                explore.sample(model, per_row, f"class:{name}", seed=seed + c, codes=codes))
         rows.append(np.clip(_np(x), 0, 1))
         row_names.append(name)
     return rows, row_names
@@ -351,8 +372,13 @@ def _latent_rows(latent: dict) -> list[tuple[str, str]]:
     if "class_samples" in latent and latent["class_samples"]:
         rows.append(("class:LABEL samples recognised as their class (mean over classes)",
                      f"{latent['class_samples_mean']:.3f}"))
+        labelled = latent.get("label_samples") or {}
+        if labelled:
+            rows.append(("samples of p(x|z, y) (`--label`) recognised as their class (mean)",
+                         f"{latent['label_samples_mean']:.3f}"))
         for name, rate in latent["class_samples"].items():
-            rows.append((f"&nbsp;&nbsp;class {html.escape(str(name))}", f"{rate:.2f}"))
+            both = f"{rate:.2f}" + (f" (p(x|z, y): {labelled[name]:.2f})" if name in labelled else "")
+            rows.append((f"&nbsp;&nbsp;class {html.escape(str(name))}", both))
         rows.append(("the judging 5-NN classifier's accuracy on real test data",
                      f"{latent['classifier_test_accuracy']:.3f}"))
     if "rank_correlation" in latent:

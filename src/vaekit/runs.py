@@ -132,11 +132,16 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     spec = read_data_spec(run_dir)
     path = run_dir / (BEST if which == "best" else LATEST)
     tensors, meta = ckpt.load(path)
-    model = build_vae(cfg.model, tuple(spec.shape), spec.likelihood)
+    model = build_vae(cfg.model, tuple(spec.shape), spec.likelihood, num_classes=num_classes(spec))
     load_model_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     model.data_spec = spec
     model.config = cfg
     return model.to(device).eval()
+
+
+def num_classes(spec: DataSpec) -> int | None:
+    """How many classes a dataset has (what a conditional model is built for)."""
+    return len(spec.class_names) if spec.class_names else None
 
 
 def check_fits(model: VAE, data: Dataset, cfg: Config) -> None:
@@ -167,8 +172,14 @@ def prepare(cfg: Config) -> tuple[Dataset, VAE]:
 
 
 def build_vae_checked(cfg: Config, data: Dataset) -> VAE:
+    if cfg.model.conditional and (data.train_labels is None or data.train_labels.is_floating_point()
+                                  or not data.spec.class_names):
+        raise ConfigError(f"model.conditional = true needs data with class labels, and "
+                          f"{data.spec.name!r} has none; train an unconditional model "
+                          "(model.conditional = false) or give labelled data")
     try:
-        model = build_vae(cfg.model, data.shape, data.spec.likelihood, init_data=data.train)
+        model = build_vae(cfg.model, data.shape, data.spec.likelihood, init_data=data.train,
+                          num_classes=num_classes(data.spec))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     fused.require(model, cfg, distributed=distributed.from_env().distributed)  # before any write
@@ -302,7 +313,8 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
     k = evaluate_samples or cfg.eval.importance_samples
     result = evaluate(model, data.test, k, chunk_mib=cfg.eval.chunk_mib, seed=cfg.eval.seed,
                       log_abs_det_jacobian=data.spec.log_abs_det_jacobian, device=trainer.device,
-                      progress=cfg.train.progress)
+                      progress=cfg.train.progress,
+                      labels=data.test_labels if model.conditional else None)
     ckpt.atomic_write_text(run_dir / EVALUATION, json.dumps(result, indent=1))
     summary["evaluation"] = result
     ckpt.atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=1))
@@ -400,9 +412,10 @@ def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_di
     model = load_run(run_dir, device=device)
     data = dataset_for_spec(model.data_spec, data_dir)
     x = data.test if split == "test" else data.valid
+    y = data.test_labels if split == "test" else data.valid_labels
     result = evaluate(model, x, importance_samples, chunk_mib=chunk_mib, seed=seed,
                       log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian, device=device,
-                      progress=progress)
+                      progress=progress, labels=y if model.conditional else None)
     result["split"] = split
     if save and split == "test":
         ckpt.atomic_write_text(Path(run_dir) / EVALUATION, json.dumps(result, indent=1))

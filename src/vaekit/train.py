@@ -201,8 +201,10 @@ class ObjectiveStep(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, x: torch.Tensor, beta: float, noise: torch.Tensor | None) -> Terms:
-        return self.objective(self.model, x, beta, noise)
+    def forward(self, x: torch.Tensor, beta: float, noise: torch.Tensor | None,
+                y: torch.Tensor | None = None) -> Terms:
+        # a conditional model with the batch's classes fixed: the objective sees the contract
+        return self.objective(self.model.given(y) if y is not None else self.model, x, beta, noise)
 
 
 class Trainer:
@@ -255,6 +257,9 @@ class Trainer:
         # steps between NaN/stop checks: each check waits for the device, free on a CPU
         self.check_every = check_interval(self.device)
         self._train_on_device: torch.Tensor | None = None
+        # a conditional model reads each example's class beside it
+        self.conditional = bool(getattr(model, "conditional", False))
+        self.labels = (to_device(data.train_labels, self.device) if self.conditional else None)
         self.history: list[dict] = []
 
     def _choose_engine(self, begun_with: str | None) -> None:
@@ -460,11 +465,13 @@ class Trainer:
         bs = max(self.cfg.train.batch_size, 256)
         gen = torch.Generator().manual_seed(self.valid_seed)
         sums = {"objective": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
+        labels = self.data.valid_labels if self.conditional else None
         for i in range(0, len(x), bs):
             xb = x[i:i + bs].to(self.device)
+            model = self.model.given(labels[i:i + bs].to(self.device)) if self.conditional else self.model
             noise = torch.randn(self.samples, len(xb), *self.model.noise_shape, generator=gen)
             with _autocast(self.device, self.cfg.train.precision):
-                terms = self.objective(self.model, xb, self.cfg.train.beta, noise.to(self.device))
+                terms = self.objective(model, xb, self.cfg.train.beta, noise.to(self.device))
             sums["objective"] += float(-terms.loss.sum())
             sums["elbo"] += float(terms.elbo.sum())
             sums["reconstruction"] += float(terms.reconstruction.sum())
@@ -571,8 +578,9 @@ class Trainer:
                     if self.fused is not None:  # loss and gradients in one hand-derived pass
                         terms, loss = self.fused(xb, beta, eps)
                     else:
+                        yb = self.labels.index_select(0, idx[lo:hi]) if self.conditional else None
                         with _autocast(self.device, t.precision):
-                            terms = self.step_module(xb, beta, to_device(eps[:, lo:hi], self.device))
+                            terms = self.step_module(xb, beta, to_device(eps[:, lo:hi], self.device), yb)
                         loss = shard_loss(terms, self.world.size, len(idx))
                         self.optimizer.zero_grad(set_to_none=True)
                         if self.scaler:
