@@ -171,8 +171,20 @@ def test_every_prior_trains(tmp_path, prior):
     model = {"prior": prior}
     if prior == "diag-normal":
         model["prior_scales"] = [1.0, 0.5, 2.0, 1.0]
-    summary = train_and_evaluate(tiny_config(model=model), tmp_path / "run")
+    summary = train_and_evaluate(tiny_config(model=model, train={"epochs": 6}), tmp_path / "run")
     assert math.isfinite(summary["evaluation"]["log_px"])
+    rows = metrics(tmp_path / "run")
+    assert rows[-1]["valid_elbo"] > rows[0]["valid_elbo"] + 1.0  # it learns with every prior
+    # a learnable prior's own parameters move (the gradient reaches them)
+    learned = {"mixture": "prior_module.locs", "vamp": "prior_module.pseudo_inputs"}.get(prior)
+    if learned:
+        torch.manual_seed(0)
+        fresh = train_and_evaluate(tiny_config(model=model, train={"epochs": 1, "lr": 1e-12}),
+                                   tmp_path / "still")
+        assert math.isfinite(fresh["evaluation"]["log_px"])
+        moved = load_file(str(tmp_path / "run" / LATEST))[f"model.{learned}"]
+        still = load_file(str(tmp_path / "still" / LATEST))[f"model.{learned}"]
+        assert (moved - still).abs().max() > 1e-3
 
 
 def test_tensorboard_writes_scalars_and_sample_images(tmp_path):

@@ -119,6 +119,9 @@ class TrainConfig:
     restarts: int = 1
     # Epochs each restart trains before they are compared (0 = all of `epochs`).
     restart_epochs: int = 0
+    # Restarts trained at once, each in a worker process with `threads` threads (the
+    # restarts do not depend on it: 2 on a 2-core machine with threads = 1 halves the time).
+    restart_jobs: int = 1
     seed: int = 0
     # "cpu", "cuda", "mps" or "auto".
     device: str = "cpu"
@@ -197,7 +200,7 @@ _CHOICES = {
 
 _POSITIVE = (
     "model.sigma", "model.min_sigma", "model.prior_components",
-    "train.restarts",
+    "train.restarts", "train.restart_jobs",
     "train.epochs", "train.batch_size", "train.lr", "train.importance_samples",
     "train.lr_gamma", "eval.importance_samples", "report.explorer_grid",
 )

@@ -353,45 +353,32 @@ def _run_restarts(cfg: Config, run_dir: Path, data, world, callbacks=None) -> li
     """The first phase of a run with ``train.restarts`` = N > 1: N fresh initialisations
     (seeds :func:`restart_seed`), each trained for ``train.restart_epochs`` epochs in
     ``RUN/restarts/R/`` (a run directory of its own, resumable like any), all validated with
-    the same eps. The one with the best validation objective becomes the run: its
-    checkpoints and metrics are copied to ``RUN/`` and training continues from its state
-    to ``train.epochs``. Returns every restart's result, or None when interrupted."""
-    import copy
-
+    the same eps; ``train.restart_jobs`` of them at a time, in worker processes when more
+    than one (each restart is the same whatever ran beside it). The one with the best
+    validation objective becomes the run: its checkpoints and metrics are copied to ``RUN/``
+    and training continues from its state to ``train.epochs``. Returns every restart's
+    result, or None when interrupted."""
     if world.distributed:
         raise ConfigError("train.restarts > 1 runs one process; start it without torchrun")
     t = cfg.train
-    epochs = min(t.restart_epochs or t.epochs, t.epochs)
-    results = []
-    for r in range(t.restarts):
-        sub = run_dir / RESTARTS / str(r)
-        done = sub / RESTART_DONE
-        if done.is_file():
-            results.append(json.loads(done.read_text(encoding="utf-8")))
-            continue
-        rcfg = copy.deepcopy(cfg)
-        rcfg.train.seed, rcfg.train.epochs = restart_seed(t.seed, r), epochs
-        rcfg.train.restarts, rcfg.train.restart_epochs = 1, 0
-        resume = (sub / LATEST).is_file()
-        if not resume:
-            sub.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_text(sub / CONFIG, config_mod.to_toml(rcfg))
-        torch.manual_seed(rcfg.train.seed)
-        model = build_vae_checked(rcfg, data)
-        model.data_spec = data.spec
-        log.info("restart %d of %d (seed %d): %d epochs", r + 1, t.restarts, rcfg.train.seed, epochs)
-        summary = Trainer(model, data, rcfg, sub, callbacks=callbacks,
-                          valid_seed=t.seed + 3).fit(resume=resume)
-        if summary["interrupted"]:
+    todo = [r for r in range(t.restarts) if not (run_dir / RESTARTS / str(r) / RESTART_DONE).is_file()]
+    if t.restart_jobs > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        log.info("training %d restarts, %d at a time in worker processes", len(todo), t.restart_jobs)
+        jobs = min(t.restart_jobs, len(todo))
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_restart_worker, [(cfg.to_dict(), str(run_dir), r, data.spec.to_dict())
+                                                   for r in todo]))
+        if any(result is None for result in done):
             return None
-        result = {"restart": r, "seed": rcfg.train.seed, "epochs": summary["epochs"],
-                  "best_epoch": summary["best_epoch"],
-                  "best_valid_objective": summary["best_valid_objective"],
-                  "train_seconds": summary["train_seconds"]}
-        log.info("restart %d: best validation objective %.4f (epoch %d)", r + 1,
-                 result["best_valid_objective"], result["best_epoch"])
-        ckpt.atomic_write_text(done, json.dumps(result, indent=1))
-        results.append(result)
+    else:
+        for r in todo:
+            if _train_restart(cfg, run_dir, r, data, callbacks) is None:
+                return None
+    results = [json.loads((run_dir / RESTARTS / str(r) / RESTART_DONE).read_text(encoding="utf-8"))
+               for r in range(t.restarts)]
     kept = max(results, key=_restart_score)
     log.info("kept restart %d of %d (validation objective %.4f); training it on to epoch %d",
              kept["restart"] + 1, t.restarts, kept["best_valid_objective"], t.epochs)
@@ -402,6 +389,54 @@ def _run_restarts(cfg: Config, run_dir: Path, data, world, callbacks=None) -> li
     ckpt.atomic_write_bytes(run_dir / BEST, (sub / BEST).read_bytes())
     ckpt.atomic_write_bytes(run_dir / LATEST, (sub / LATEST).read_bytes())  # last: phase done
     return results
+
+
+def _train_restart(cfg: Config, run_dir: Path, r: int, data, callbacks=None) -> dict | None:
+    """Train (or resume) restart r in RUN/restarts/r; its result, or None if interrupted."""
+    import copy
+
+    t = cfg.train
+    sub = run_dir / RESTARTS / str(r)
+    rcfg = copy.deepcopy(cfg)
+    rcfg.train.seed = restart_seed(t.seed, r)
+    rcfg.train.epochs = min(t.restart_epochs or t.epochs, t.epochs)
+    rcfg.train.restarts, rcfg.train.restart_epochs, rcfg.train.restart_jobs = 1, 0, 1
+    resume = (sub / LATEST).is_file()
+    if not resume:
+        sub.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(sub / CONFIG, config_mod.to_toml(rcfg))
+    torch.manual_seed(rcfg.train.seed)
+    model = build_vae_checked(rcfg, data)
+    model.data_spec = data.spec
+    log.info("restart %d of %d (seed %d): %d epochs", r + 1, t.restarts, rcfg.train.seed,
+             rcfg.train.epochs)
+    summary = Trainer(model, data, rcfg, sub, callbacks=callbacks,
+                      valid_seed=t.seed + 3).fit(resume=resume)
+    if summary["interrupted"]:
+        return None
+    result = {"restart": r, "seed": rcfg.train.seed, "epochs": summary["epochs"],
+              "best_epoch": summary["best_epoch"],
+              "best_valid_objective": summary["best_valid_objective"],
+              "train_seconds": summary["train_seconds"]}
+    log.info("restart %d: best validation objective %.4f (epoch %d)", r + 1,
+             result["best_valid_objective"], result["best_epoch"])
+    ckpt.atomic_write_text(sub / RESTART_DONE, json.dumps(result, indent=1))
+    return result
+
+
+def _restart_worker(args) -> dict | None:
+    """One restart in a worker process: the run's data (checked against its spec, so it is
+    exactly the parent's) and the restart's own thread count."""
+    cfg_dict, run_dir, r, spec = args
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = config_mod.from_dict(cfg_dict)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    data = dataset_for_spec(DataSpec.from_dict(spec), cfg.data.data_dir or None)
+    try:
+        return _train_restart(cfg, Path(run_dir), r, data)
+    except KeyboardInterrupt:
+        return None
 
 
 def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_dir: str | None = None,
