@@ -29,7 +29,7 @@ from . import explore, plots
 from .checkpoint import atomic_write_bytes, atomic_write_text
 from .data import dataset_for_spec
 from .evaluation import evaluate, latent_metrics, table_rows
-from .runs import CONFIG, EVALUATION, check_run_dir, load_run
+from .runs import CONFIG, EVALUATION, check_run_dir, load_run, read_config
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,11 @@ def _evaluation(run_dir: Path, model, data, importance_samples: int | None) -> d
             return json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError):
             log.warning("%s is damaged; evaluating again", path)
-    k = importance_samples or model.config.eval.importance_samples
-    return evaluate(model, data.test, k, chunk_mib=model.config.eval.chunk_mib,
-                    seed=model.config.eval.seed,
-                    log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian)
+    ev = read_config(run_dir).eval
+    return evaluate(model, data.test, importance_samples or ev.importance_samples,
+                    chunk_mib=ev.chunk_mib, seed=ev.seed,
+                    log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian,
+                    labels=data.test_labels if model.conditional else None)
 
 
 # ----------------------------------------------------------------------- figures

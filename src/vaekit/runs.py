@@ -124,7 +124,7 @@ def read_data_spec(run_dir: str | Path) -> DataSpec:
 
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> VAE:
-    """The trained VAE of a run directory, in eval mode, with ``data_spec`` and ``config``,
+    """The trained VAE of a run directory, in eval mode, with its ``data_spec``,
     on ``device`` (a name as ``--device`` takes it, ``auto`` included)."""
     device = resolve_device(device)
     run_dir = check_run_dir(run_dir)
@@ -135,7 +135,6 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     model = build_vae(cfg.model, tuple(spec.shape), spec.likelihood, num_classes=num_classes(spec))
     load_model_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     model.data_spec = spec
-    model.config = cfg
     return model.to(device).eval()
 
 
