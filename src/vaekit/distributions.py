@@ -76,7 +76,7 @@ def gaussian_from(params: torch.Tensor) -> DiagonalNormal:
     """A network's output (..., 2, L), location and pre-softplus scale, as the diagonal
     Gaussian N(loc, diag(s^2)) with s = softplus(raw) + MIN_SCALE, at least in float32."""
     loc, raw_scale = full_precision(params).unbind(-2)
-    return diagonal_normal(loc, F.softplus(raw_scale) + MIN_SCALE)
+    return diagonal_normal(loc, positive_scale(raw_scale))
 
 
 # --------------------------------------------------------------------------- priors
@@ -237,18 +237,54 @@ class Likelihood(nn.Module):
         """Raise ValueError if ``x`` is outside this likelihood's support."""
 
 
-class _BernoulliLogLik(torch.autograd.Function):
-    """sum over the event dims of x * l - softplus(l) = log Bernoulli(x | sigmoid(l)).
+# ------------------------------------------------ formulas with their gradients
+# The autograd path and the hand-derived training step (fused.py) both call these.
 
-    One fused pass each way: d/dl = x - sigmoid(l). Stable for any logit (softplus never
-    overflows), and exact for grey levels x in [0, 1] (the usual cross-entropy)."""
+
+def positive_scale(raw: torch.Tensor) -> torch.Tensor:
+    """A network's pre-softplus output as a Gaussian scale: softplus(raw) + MIN_SCALE."""
+    return F.softplus(raw) + MIN_SCALE
+
+
+def positive_scale_backward(grad: torch.Tensor, raw: torch.Tensor, out: torch.Tensor | None = None):
+    """d loss/d raw from d loss/d scale: times softplus'(raw) = sigmoid(raw) (written into
+    ``out`` when given)."""
+    if out is None:
+        return torch.ops.aten.softplus_backward(grad, raw, 1.0, 20.0)
+    return torch.ops.aten.softplus_backward.grad_input(grad, raw, 1.0, 20.0, grad_input=out)
+
+
+def bernoulli_log_lik(logits: torch.Tensor, x: torch.Tensor, event_dims: int = 1) -> torch.Tensor:
+    """log Bernoulli(x | sigmoid(l)) = sum over the event dims of x l - softplus(l): stable for
+    any logit, and the usual cross-entropy for grey levels x in [0, 1]."""
+    return (x * logits).sub_(F.softplus(logits)).sum(tuple(range(-event_dims, 0)))
+
+
+def bernoulli_log_lik_grad(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d/dl of :func:`bernoulli_log_lik`, negated: sigmoid(l) - x (what a loss -log p needs)."""
+    return torch.sigmoid(logits).sub_(x)
+
+
+def standard_normal_kl(mu: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag s^2) || N(0, I)) = 1/2 sum (s^2 + mu^2 - 2 log s - 1), over the last dim.
+    (The autograd path gets the same quantity from ``torch.distributions.kl_divergence``.)"""
+    kl = torch.addcmul(scale.square(), mu, mu).sub_(scale.log(), alpha=2.0)
+    return kl.sum(-1).sub_(mu.shape[-1]).mul_(0.5)
+
+
+def standard_normal_kl_grad(mu: torch.Tensor, scale: torch.Tensor):
+    """(d/dmu, d/ds) of :func:`standard_normal_kl`: (mu, s - 1/s)."""
+    return mu, torch.sub(scale, scale.reciprocal())
+
+
+class _BernoulliLogLik(torch.autograd.Function):
+    """:func:`bernoulli_log_lik` with its one-pass backward, d/dl = x - sigmoid(l)."""
 
     @staticmethod
     def forward(ctx, logits, x, event_dims: int):
         ctx.save_for_backward(logits, x)
         ctx.event_dims = event_dims
-        dims = tuple(range(-event_dims, 0))
-        return (x * logits).sub_(F.softplus(logits)).sum(dims)  # (..., *x_shape) -> (...)
+        return bernoulli_log_lik(logits, x, event_dims)  # (..., *x_shape) -> (...)
 
     @staticmethod
     def backward(ctx, grad):
@@ -256,7 +292,7 @@ class _BernoulliLogLik(torch.autograd.Function):
         g = grad.reshape(*grad.shape, *[1] * ctx.event_dims)
         grad_logits = grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_logits = torch.sigmoid(logits).sub_(x).mul_(-g)
+            grad_logits = bernoulli_log_lik_grad(logits, x).mul_(-g)
         if ctx.needs_input_grad[1]:
             grad_x = (logits * g).sum_to_size(x.shape)
         return grad_logits, grad_x, None

@@ -28,10 +28,11 @@ processes, a custom objective) trains through autograd as before.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .distributions import MIN_SCALE, BernoulliLikelihood, StandardNormalPrior
+from .distributions import (BernoulliLikelihood, StandardNormalPrior, bernoulli_log_lik,
+                            bernoulli_log_lik_grad, positive_scale, positive_scale_backward,
+                            standard_normal_kl, standard_normal_kl_grad)
 from .errors import ConfigError
 from .model import VAE
 from .networks import MLPDecoder, MLPEncoder
@@ -116,25 +117,24 @@ class FusedStep:
         latent = self.latent
         h = enc_in[-1]
         mu, raw = h[:, :latent], h[:, latent:]
-        scale = F.softplus(raw).add_(MIN_SCALE)
+        scale = positive_scale(raw)
         eps = noise.reshape(b, latent).to(mu.dtype)
         z = torch.addcmul(mu, scale, eps)
         dec_in = self._forward(self.decoder, z)
         logits = dec_in.pop()
-        # ---- loss: log p(x|z) = sum x l - softplus(l); KL = 1/2 sum (s^2 + mu^2 - 2 log s - 1)
-        reconstruction = torch.addcmul(F.softplus(logits), x, logits, value=-1).sum(1).neg_()
-        kl = torch.addcmul(scale.square(), mu, mu).sub_(scale.log(), alpha=2.0)
-        kl = kl.sum(1).sub_(latent).mul_(0.5)
+        # ---- loss: the formulas of distributions.py, with their gradients below
+        reconstruction = bernoulli_log_lik(logits, x)
+        kl = standard_normal_kl(mu, scale)
         loss_i = torch.sub(kl * beta, reconstruction)
         loss = loss_i.sum().mul_(a)
         # ---- backward
-        g = torch.sigmoid(logits).sub_(x).mul_(a)
+        g = bernoulli_log_lik_grad(logits, x).mul_(a)
         g = self._back(self.decoder, dec_in, g, need_input=True)  # d/dz
+        kl_mu, kl_scale = standard_normal_kl_grad(mu, scale)
         g_out = mu.new_empty(b, 2 * latent)
-        torch.add(g, mu, alpha=a * beta, out=g_out[:, :latent])  # d/dmu
-        g_scale = torch.sub(scale, scale.reciprocal()).mul_(a * beta).addcmul_(g, eps)
-        torch.ops.aten.softplus_backward.grad_input(g_scale, raw, 1.0, 20.0,
-                                                    grad_input=g_out[:, latent:])  # d/dr
+        torch.add(g, kl_mu, alpha=a * beta, out=g_out[:, :latent])  # d/dmu
+        g_scale = kl_scale.mul_(a * beta).addcmul_(g, eps)
+        positive_scale_backward(g_scale, raw, out=g_out[:, latent:])  # d/dr
         self._back(self.encoder, enc_in, g_out, need_input=False)
         elbo = reconstruction - kl
         return Terms(loss=loss_i, elbo=elbo, reconstruction=reconstruction, kl=kl,

@@ -510,7 +510,9 @@ class Trainer:
                 signal.signal(sig, handler)
 
     def _fit(self, resume: bool) -> dict:
-        cfg, t = self.cfg, self.cfg.train
+        """The epochs: each trains its batches (:meth:`_train_epoch`, one :meth:`_step` per
+        batch) and then does the bookkeeping (:meth:`_end_epoch`)."""
+        t = self.cfg.train
         if resume:
             if self.world.main:
                 _remove_stale_temporaries(self.run_dir)
@@ -520,175 +522,209 @@ class Trainer:
         self.state.engine = self.engine
         if self.world.main:
             log.info("training step: %s", self._engine_note)
-        stepped = False  # optimizer.step() called once in this fit (LR schedulers check)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        n = len(self.data.train)
-        bs = t.batch_size
-        steps_per_epoch = math.ceil(n / bs)
-        noise_shape = self.model.noise_shape
+        self._stepped = False  # optimizer.step() called once in this fit (LR schedulers check)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.model.train()
-        interrupted = False
-        stopped_early = False
+        interrupted = stopped_early = False
         while self.state.epoch < t.epochs:
             epoch = self.state.epoch
-            # epoch_generator_state is where this epoch's shuffling and binarisation start;
-            # replaying from it makes a resumed epoch (at any batch) draw the same data.
-            self.generator.set_state(self.epoch_generator_state)
-            if self.state.batch == 0:
-                self.state.sums = {"loss": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "n": 0}
-            x_epoch = self.data.train_epoch(self.generator)
-            order = torch.randperm(n, generator=self.generator)
-            if self.device.type != "cpu":  # the epoch's data on the device: one copy, not one a step
-                x_epoch, order = self._epoch_on_device(x_epoch), to_device(order, self.device)
-            start = time.perf_counter()
-            seen_at_start = self.state.sums["n"]
-            # loss, ELBO, reconstruction, KL summed on the device since the last flush: no
-            # host sync per step (on a GPU each costs a pipeline stall)
-            acc = torch.zeros(4, dtype=wide_dtype(self.device), device=self.device)
-            pending = 0
-            shown = time.perf_counter()
-            guard = _Guard(self.device)
-
-            def flush():
-                nonlocal pending
-                for key, value in zip(SUM_KEYS, acc.tolist()):
-                    self.state.sums[key] += value
-                self.state.sums["n"] += pending
-                acc.zero_()
-                pending = 0
-
-            bar = _progress(steps_per_epoch, self.state.batch, epoch, t) if self.world.main else None
-            try:
-                first, terms = self.state.batch, None
-                for b in range(first, steps_per_epoch):
-                    # the stop request and the NaN flags of the steps since the last check,
-                    # agreed by all processes (one all-reduce) before anything is drawn for
-                    # this batch: every step on a CPU, every `check_every` steps on a GPU
-                    # (each check waits for the device)
-                    if (b - first) % self.check_every == 0 or self.world.distributed:
-                        self._check(guard, terms if b > first else None, b - 1)
-                    idx = order[b * bs:(b + 1) * bs]  # the global batch
-                    # drawn on the CPU from the trainer's generator, whatever the device: the
-                    # same eps on every device and process count
-                    eps = torch.randn(self.samples, len(idx), *noise_shape, generator=self.noise)
-                    lo, hi = _shard(len(idx), self.world)
-                    # index_select: the rows x_epoch[idx] gives, ~40% faster from cold memory
-                    xb = x_epoch.index_select(0, idx[lo:hi])
-                    beta = beta_at(self.state.step, steps_per_epoch, cfg)
-                    if self.fused is not None:  # loss and gradients in one hand-derived pass
-                        terms, loss = self.fused(xb, beta, eps)
-                    else:
-                        yb = self.labels.index_select(0, idx[lo:hi]) if self.conditional else None
-                        with _autocast(self.device, t.precision):
-                            terms = self.step_module(xb, beta, to_device(eps[:, lo:hi], self.device), yb)
-                        loss = shard_loss(terms, self.world.size, len(idx))
-                        self.optimizer.zero_grad(set_to_none=True)
-                        if self.scaler:
-                            self.scaler.scale(loss).backward()
-                            self.scaler.unscale_(self.optimizer)
-                        else:
-                            loss.backward()
-                    grad_check = _grad_check(params, t.grad_clip)
-                    # the loss and (without a GradScaler, which skips such steps itself) the
-                    # gradient must be finite; on a GPU this is checked every check_every
-                    # steps, not every step (each check is a host sync), and always before
-                    # anything is written: a bad step found late has changed only the
-                    # in-memory weights, never a file
-                    finite = torch.isfinite(loss) & (torch.isfinite(grad_check) if not self.scaler else True)
-                    if self.check_every == 1 and not self.world.distributed:
-                        if not bool(finite):  # on a CPU: before the update, naming the culprit
-                            raise TrainingDiverged(self._diverged(self._culprit(terms, loss), b))
-                    else:
-                        guard.record(finite, b)
-                    if self.scaler:
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    elif not (stepped and adam_step(self.optimizer)):
-                        self.optimizer.step()  # the first step of a fit: creates the state
-                        stepped = True
-                    acc += torch.stack([terms.loss.detach().sum(), terms.elbo.detach().sum(),
-                                        terms.reconstruction.detach().sum(),
-                                        terms.kl.detach().sum()]).to(acc.dtype)
-                    pending += len(xb)
-                    self.state.step += 1
-                    self.state.batch = b + 1
-                    for fn in self.callbacks["on_batch_end"]:
-                        fn(self)
-                    if bar is not None:
-                        bar.update(1)
-                        if time.perf_counter() - shown > 0.5:  # the numbers twice a second
-                            flush()
-                            shown = time.perf_counter()
-                            s = self.state.sums
-                            rate = (s["n"] - seen_at_start) / max(shown - start, 1e-9)
-                            bar.set_postfix(loss=f"{s['loss'] / s['n']:.2f}", elbo=f"{s['elbo'] / s['n']:.2f}",
-                                            kl=f"{s['kl'] / s['n']:.2f}",
-                                            img_s=f"{rate * self.world.size:.0f}", refresh=False)
-                self._check(guard, terms, steps_per_epoch - 1, stop=False)  # before any write
-                flush()
-            except _StopAtBoundary:
-                flush()
-                self.state.seconds += time.perf_counter() - start
-                if bar is not None:
-                    bar.close()
-                self.save()  # exact mid-epoch position: resume continues bit for bit
+            done = self._train_epoch()
+            if done is None:  # Ctrl-C: the exact position was saved
                 interrupted = True
                 break
-            finally:
-                if bar is not None and not interrupted:
-                    bar.close()
-            elapsed = time.perf_counter() - start
-            self.state.seconds += elapsed
-            valid = self.validate()
-            if valid is not None and not math.isfinite(valid["objective"]):
-                raise TrainingDiverged(self._diverged("the validation objective is not finite",
-                                                      steps_per_epoch - 1))
-            s = self.state.sums
-            keys = ("loss", "elbo", "reconstruction", "kl", "n")
-            totals = dict(zip(keys, distributed.all_sum([float(s[k]) for k in keys], self.device)))
-            seen = totals["n"] - seen_at_start * self.world.size
-            row = {
-                "epoch": epoch + 1,
-                "step": self.state.step,
-                "train_loss": totals["loss"] / totals["n"],
-                "train_elbo": totals["elbo"] / totals["n"],
-                "train_reconstruction": totals["reconstruction"] / totals["n"],
-                "train_kl": totals["kl"] / totals["n"],
-                **({f"valid_{k}": v for k, v in valid.items()} if valid else {}),
-                "beta": beta_at(self.state.step - 1, steps_per_epoch, cfg),
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "seconds": round(elapsed, 3),
-                "images_per_second": round(seen / max(elapsed, 1e-9), 1),
-            }
-            if self.scheduler:
-                self.scheduler.step()
-            # without validation data the last epoch is the one kept
-            score = valid["objective"] if valid else -row["train_loss"]
-            improved = valid is None or score > self.state.best
-            if improved:
-                self.state.best, self.state.best_epoch, self.state.bad_epochs = score, epoch + 1, 0
-            else:
-                self.state.bad_epochs += 1
-            self.state.epoch, self.state.batch, self.state.sums = epoch + 1, 0, {}
-            self.epoch_generator_state = self.generator.get_state()
-            self._append_metrics(row)
-            self.save(best=improved)
-            if self.world.main:
-                log.info("epoch %d/%d  train elbo %.3f  valid elbo %s  kl %.3f  %.0f img/s%s",
-                         epoch + 1, t.epochs, row["train_elbo"],
-                         f"{valid['elbo']:.3f}" if valid else "-", row["train_kl"],
-                         row["images_per_second"], "  *best" if improved else "")
-            for fn in self.callbacks["on_epoch_end"]:
-                fn(self, row)
-            if t.patience and valid is not None and self.state.bad_epochs >= t.patience:
+            elapsed, seen_at_start = done
+            if self._end_epoch(epoch, elapsed, seen_at_start):
                 stopped_early = True
-                if self.world.main:
-                    log.info("early stopping: no better validation objective for %d epochs", t.patience)
                 break
         return {"epochs": self.state.epoch, "steps": self.state.step, "best_epoch": self.state.best_epoch,
                 "best_valid_objective": self.state.best, "interrupted": interrupted,
                 "stopped_early": stopped_early, "train_seconds": round(self.state.seconds, 3),
                 "world_size": self.world.size, "engine": self.engine}
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.data.train) / self.cfg.train.batch_size)
+
+    def _train_epoch(self) -> tuple[float, int] | None:
+        """The remaining batches of the current epoch: (seconds, examples seen before them),
+        or None when a stop request ended it (the position saved)."""
+        t = self.cfg.train
+        epoch, steps = self.state.epoch, self.steps_per_epoch
+        # epoch_generator_state is where this epoch's shuffling and binarisation start;
+        # replaying from it makes a resumed epoch (at any batch) draw the same data.
+        self.generator.set_state(self.epoch_generator_state)
+        if self.state.batch == 0:
+            self.state.sums = {"loss": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0, "n": 0}
+        x_epoch = self.data.train_epoch(self.generator)
+        order = torch.randperm(len(self.data.train), generator=self.generator)
+        if self.device.type != "cpu":  # the epoch's data on the device: one copy, not one a step
+            x_epoch, order = self._epoch_on_device(x_epoch), to_device(order, self.device)
+        start = shown = time.perf_counter()
+        seen_at_start = self.state.sums["n"]
+        sums = _DeviceSums(self.device, self.state.sums)  # no host sync per step
+        guard = _Guard(self.device)
+        bar = _progress(steps, self.state.batch, epoch, t) if self.world.main else None
+        try:
+            first, terms = self.state.batch, None
+            for b in range(first, steps):
+                # the stop request and the NaN flags of the steps since the last check,
+                # agreed by all processes (one all-reduce) before anything is drawn for this
+                # batch: every step on a CPU, every `check_every` steps on a GPU (each check
+                # waits for the device)
+                if (b - first) % self.check_every == 0 or self.world.distributed:
+                    self._check(guard, terms if b > first else None, b - 1)
+                terms = self._step(b, x_epoch, order, guard, sums)
+                for fn in self.callbacks["on_batch_end"]:
+                    fn(self)
+                if bar is not None:
+                    bar.update(1)
+                    if time.perf_counter() - shown > 0.5:  # the numbers twice a second
+                        shown = time.perf_counter()
+                        _show(bar, sums.flush(), seen_at_start, shown - start, self.world.size)
+            self._check(guard, terms, steps - 1, stop=False)  # before any write
+            sums.flush()
+        except _StopAtBoundary:
+            sums.flush()
+            self.state.seconds += time.perf_counter() - start
+            if bar is not None:
+                bar.close()
+                bar = None
+            self.save()  # exact mid-epoch position: resume continues bit for bit
+            return None
+        finally:
+            if bar is not None:
+                bar.close()
+        return time.perf_counter() - start, seen_at_start
+
+    def _step(self, b: int, x_epoch, order, guard: "_Guard", sums: "_DeviceSums") -> Terms:
+        """One optimiser step on batch b of the epoch's order."""
+        t = self.cfg.train
+        bs = t.batch_size
+        idx = order[b * bs:(b + 1) * bs]  # the global batch
+        # drawn on the CPU from the trainer's generator, whatever the device: the same eps on
+        # every device and process count
+        eps = torch.randn(self.samples, len(idx), *self.model.noise_shape, generator=self.noise)
+        lo, hi = _shard(len(idx), self.world)
+        # index_select: the rows x_epoch[idx] gives, ~40% faster from cold memory
+        xb = x_epoch.index_select(0, idx[lo:hi])
+        beta = beta_at(self.state.step, self.steps_per_epoch, self.cfg)
+        if self.fused is not None:  # loss and gradients in one hand-derived pass
+            terms, loss = self.fused(xb, beta, eps)
+        else:
+            yb = self.labels.index_select(0, idx[lo:hi]) if self.conditional else None
+            with _autocast(self.device, t.precision):
+                terms = self.step_module(xb, beta, to_device(eps[:, lo:hi], self.device), yb)
+            loss = shard_loss(terms, self.world.size, len(idx))
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
+        grad_check = _grad_check(self._params, t.grad_clip)
+        # the loss and (without a GradScaler, which skips such steps itself) the gradient
+        # must be finite; on a GPU this is checked every check_every steps, not every step
+        # (each check is a host sync), and always before anything is written: a bad step
+        # found late has changed only the in-memory weights, never a file
+        finite = torch.isfinite(loss) & (torch.isfinite(grad_check) if not self.scaler else True)
+        if self.check_every == 1 and not self.world.distributed:
+            if not bool(finite):  # on a CPU: before the update, naming the culprit
+                raise TrainingDiverged(self._diverged(self._culprit(terms, loss), b))
+        else:
+            guard.record(finite, b)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif not (self._stepped and adam_step(self.optimizer)):
+            self.optimizer.step()  # the first step of a fit: creates the state
+            self._stepped = True
+        sums.add(terms, len(xb))
+        self.state.step += 1
+        self.state.batch = b + 1
+        return terms
+
+    def _end_epoch(self, epoch: int, elapsed: float, seen_at_start: int) -> bool:
+        """Validation, the metrics row, the schedule, the best epoch, checkpoints, callbacks;
+        True when early stopping ends training."""
+        t = self.cfg.train
+        self.state.seconds += elapsed
+        valid = self.validate()
+        if valid is not None and not math.isfinite(valid["objective"]):
+            raise TrainingDiverged(self._diverged("the validation objective is not finite",
+                                                  self.steps_per_epoch - 1))
+        s = self.state.sums
+        keys = ("loss", "elbo", "reconstruction", "kl", "n")
+        totals = dict(zip(keys, distributed.all_sum([float(s[k]) for k in keys], self.device)))
+        seen = totals["n"] - seen_at_start * self.world.size
+        row = {
+            "epoch": epoch + 1,
+            "step": self.state.step,
+            "train_loss": totals["loss"] / totals["n"],
+            "train_elbo": totals["elbo"] / totals["n"],
+            "train_reconstruction": totals["reconstruction"] / totals["n"],
+            "train_kl": totals["kl"] / totals["n"],
+            **({f"valid_{k}": v for k, v in valid.items()} if valid else {}),
+            "beta": beta_at(self.state.step - 1, self.steps_per_epoch, self.cfg),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(elapsed, 3),
+            "images_per_second": round(seen / max(elapsed, 1e-9), 1),
+        }
+        if self.scheduler:
+            self.scheduler.step()
+        # without validation data the last epoch is the one kept
+        score = valid["objective"] if valid else -row["train_loss"]
+        improved = valid is None or score > self.state.best
+        if improved:
+            self.state.best, self.state.best_epoch, self.state.bad_epochs = score, epoch + 1, 0
+        else:
+            self.state.bad_epochs += 1
+        self.state.epoch, self.state.batch, self.state.sums = epoch + 1, 0, {}
+        self.epoch_generator_state = self.generator.get_state()
+        self._append_metrics(row)
+        self.save(best=improved)
+        if self.world.main:
+            log.info("epoch %d/%d  train elbo %.3f  valid elbo %s  kl %.3f  %.0f img/s%s",
+                     epoch + 1, t.epochs, row["train_elbo"],
+                     f"{valid['elbo']:.3f}" if valid else "-", row["train_kl"],
+                     row["images_per_second"], "  *best" if improved else "")
+        for fn in self.callbacks["on_epoch_end"]:
+            fn(self, row)
+        if t.patience and valid is not None and self.state.bad_epochs >= t.patience:
+            if self.world.main:
+                log.info("early stopping: no better validation objective for %d epochs", t.patience)
+            return True
+        return False
+
+
+class _DeviceSums:
+    """Loss, ELBO, reconstruction and KL summed on the device since the last flush (no
+    host sync per step: on a GPU each costs a pipeline stall); flush adds them to the
+    epoch's running sums (a dict of floats, saved in checkpoints)."""
+
+    def __init__(self, device: torch.device, into: dict):
+        self.acc = torch.zeros(4, dtype=wide_dtype(device), device=device)
+        self.pending = 0
+        self.into = into
+
+    def add(self, terms: Terms, n: int) -> None:
+        self.acc += torch.stack([terms.loss.detach().sum(), terms.elbo.detach().sum(),
+                                 terms.reconstruction.detach().sum(),
+                                 terms.kl.detach().sum()]).to(self.acc.dtype)
+        self.pending += n
+
+    def flush(self) -> dict:
+        for key, value in zip(SUM_KEYS, self.acc.tolist()):
+            self.into[key] += value
+        self.into["n"] += self.pending
+        self.acc.zero_()
+        self.pending = 0
+        return self.into
+
+
+def _show(bar, s: dict, seen_at_start: int, seconds: float, world_size: int) -> None:
+    rate = (s["n"] - seen_at_start) / max(seconds, 1e-9)
+    bar.set_postfix(loss=f"{s['loss'] / s['n']:.2f}", elbo=f"{s['elbo'] / s['n']:.2f}",
+                    kl=f"{s['kl'] / s['n']:.2f}", img_s=f"{rate * world_size:.0f}", refresh=False)
 
 
 class _Guard:
