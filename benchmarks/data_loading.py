@@ -14,8 +14,9 @@ import statistics
 import time
 
 from vaekit import config as config_mod
-from vaekit.data import (SOURCES, Where, _open_either, _require_files, _unit_interval, data_dir_from,
-                         load_dataset, read_amat, read_idx)
+from vaekit.data import SOURCES, Where, data_dir_from, load_dataset, read_amat, read_idx
+from vaekit.data.formats import _open_either
+from vaekit.data.sources import _require_files, _unit_interval
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from vaekit import config as config_mod
-from vaekit import data as data_mod
+from vaekit.data import sources as data_sources
 from vaekit.data import (SOURCES, Source, Where, dataset_for_spec, download_source, load_dataset,
                          read_amat, read_csv, read_idx, read_image_folder, read_raw)
 from vaekit.download import Remote, cache_dir
@@ -334,7 +334,7 @@ def fake_source(tmp_path, monkeypatch):
                            md5=(hashlib.md5(body).hexdigest(),)) for name, body in files.items())
     source = SOURCES["fashion-mnist"]
     fake = Source("tiny-idx", "test", "30/10", "1x28x28", True, "the test's server",
-                  data_mod._idx_loader("tiny-idx", [str(i) for i in range(10)]),
+                  data_sources._idx_loader("tiny-idx", [str(i) for i in range(10)]),
                   folder="tiny-idx", files=source.files, remotes=remotes)
     monkeypatch.setitem(SOURCES, "tiny-idx", fake)
     monkeypatch.setenv("VAEKIT_CACHE_DIR", str(tmp_path / "cache"))
