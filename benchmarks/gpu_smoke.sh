@@ -41,7 +41,7 @@ t report $V report "$R/a"
 cat > "$R/probe.py" <<'EOF'
 import sys, time, warnings, collections, numpy as np, torch
 from vaekit import config as C, explore
-from vaekit.runs import train_and_evaluate, load_run
+from vaekit.runs import train_and_evaluate; from vaekit.rundir import load_run
 from vaekit.mixture import GaussianMixture
 sites = collections.Counter(); warnings.simplefilter("always")
 warnings.showwarning = lambda m, c, f, l, *a, **k: sites.update([f"{f.split('/')[-1]}:{l}"]) if "synchroniz" in str(m) else None

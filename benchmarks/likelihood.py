@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import vaekit
-from vaekit.runs import evaluate_run, read_config
+from vaekit.rundir import evaluate_run, read_config
 
 # (data, model, NLL, note, source) from the papers; the targets of issue 7 below them.
 PUBLISHED = [

@@ -21,7 +21,7 @@ import json, resource, sys, time
 import torch
 from vaekit.data import dataset_for_spec
 from vaekit.evaluation import evaluate
-from vaekit.runs import load_run
+from vaekit.rundir import load_run
 run, data_dir, k, limit, chunk, only_load = sys.argv[1:7]
 torch.set_num_threads(int(sys.argv[7]) or torch.get_num_threads())
 model = load_run(run)

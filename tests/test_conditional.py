@@ -15,7 +15,8 @@ from vaekit.conditional import ConditionalVAE
 from vaekit.data import dataset_for_spec
 from vaekit.evaluation import evaluate
 from vaekit.objectives import elbo
-from vaekit.runs import load_run, train_and_evaluate
+from vaekit.rundir import load_run
+from vaekit.runs import train_and_evaluate
 from vaekit.train import LATEST
 
 

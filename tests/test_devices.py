@@ -28,7 +28,8 @@ from vaekit.errors import TrainingDiverged, VaekitError, WriteError
 from vaekit.evaluation import evaluate
 from vaekit.mixture import GaussianMixture
 from vaekit.objectives import log_weights
-from vaekit.runs import load_run, train_and_evaluate
+from vaekit.rundir import load_run
+from vaekit.runs import train_and_evaluate
 from vaekit.train import LATEST, Trainer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -19,7 +19,8 @@ from vaekit.evaluation import evaluate
 from vaekit.hierarchy import HierarchicalVAE
 from vaekit.model import build_vae
 from vaekit.objectives import elbo, importance_sampled
-from vaekit.runs import load_run, train_and_evaluate
+from vaekit.rundir import load_run
+from vaekit.runs import train_and_evaluate
 
 
 def _model(levels, x_shape=(6,), hidden=(8,), likelihood="gaussian", **model):

@@ -7,7 +7,7 @@ import sys
 import time
 
 from vaekit import checkpoint as ckpt
-from vaekit.runs import load_run
+from vaekit.rundir import load_run
 from vaekit.train import LATEST
 
 ARGS = ["--data", "digits", "--set", "model.hidden=[512, 512]", "--latent-dim", "8",

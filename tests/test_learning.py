@@ -12,7 +12,8 @@ from conftest import tiny_config
 from vaekit.data import dataset_for_spec
 from vaekit.evaluation import evaluate
 from vaekit.objectives import importance_sampled
-from vaekit.runs import load_run, train_and_evaluate
+from vaekit.rundir import load_run
+from vaekit.runs import train_and_evaluate
 from vaekit.train import beta_at
 
 

@@ -229,7 +229,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluation import format_table
-    from .runs import evaluate_run
+    from .rundir import evaluate_run
 
     if args.importance_samples < 1:
         raise ValueError(f"--importance-samples must be at least 1, got {args.importance_samples}")
@@ -292,7 +292,7 @@ def _default_out(args, stem: str, image: bool) -> str:
 
 def cmd_sample(args) -> int:
     from .explore import grid_columns, sample, write_output
-    from .runs import load_run
+    from .rundir import load_run
 
     model = load_run(args.run_dir)
     image = bool(model.data_spec.image)
@@ -308,7 +308,7 @@ def cmd_reconstruct(args) -> int:
     from . import plots
     from .checkpoint import atomic_write_bytes
     from .explore import reconstruct, to_raw, write_output
-    from .runs import load_run
+    from .rundir import load_run
 
     model = load_run(args.run_dir)
     image = bool(model.data_spec.image)
@@ -333,7 +333,7 @@ def cmd_encode(args) -> int:
     import torch
 
     from .explore import code_names, encode, write_output
-    from .runs import load_run
+    from .rundir import load_run
 
     model = load_run(args.run_dir)
     out = args.out or os.path.join(args.run_dir, "codes.npz")
@@ -355,7 +355,7 @@ def cmd_encode(args) -> int:
 
 def cmd_interpolate(args) -> int:
     from .explore import interpolate, to_raw, write_output
-    from .runs import load_run
+    from .rundir import load_run
 
     model = load_run(args.run_dir)
     image = bool(model.data_spec.image)
@@ -388,7 +388,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_gmm(args) -> int:
-    from .report import gmm_report
+    from .gmm import gmm_report
 
     result = gmm_report(args.data, args.components, covariance_type=args.covariance_type,
                       max_iter=args.max_iter, tol=args.tol, n_init=args.n_init,

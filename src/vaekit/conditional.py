@@ -18,7 +18,6 @@ from torch.distributions import Distribution
 from .distributions import DiagonalNormal, Likelihood, Prior, gaussian_from
 from .errors import VaekitError
 from .model import VAE, top_prior
-from .registry import MODEL_KINDS
 from .networks import Features, mlp
 
 
@@ -121,7 +120,6 @@ class Conditioned:
         return getattr(self.model, name)
 
 
-@MODEL_KINDS.register("conditional", "q(z|x, y), p(x|z, y) on labelled data (model.conditional)")
 def _build(m, x_shape, lik, arch, *, init_data=None, num_classes=None, **_) -> ConditionalVAE:
     if not num_classes:
         raise ValueError("model.conditional = true needs data with class labels")

@@ -194,22 +194,18 @@ def build_prior(name: str, latent_dim: int, *, scales=None, components: int = 10
                         init_data=init_data)
 
 
-@PRIORS.register("normal", "N(0, I)")
 def _normal(latent_dim, **_):
     return StandardNormalPrior(latent_dim)
 
 
-@PRIORS.register("diag-normal", "N(0, diag(model.prior_scales^2))")
 def _diag_normal(latent_dim, *, scales, **_):
     return DiagonalNormalPrior(scales)
 
 
-@PRIORS.register("mixture", "a learnable mixture of model.prior_components Gaussians")
 def _mixture(latent_dim, *, components, **_):
     return MixturePrior(latent_dim, components)
 
 
-@PRIORS.register("vamp", "VampPrior of model.prior_components pseudo-inputs")
 def _vamp(latent_dim, *, components, x_shape, init_data=None, **_):
     init = None
     if init_data is not None and len(init_data) > 0:
@@ -362,12 +358,19 @@ def build_likelihood(name: str, *, sigma: float = 0.1, min_sigma: float = 1e-3) 
     return LIKELIHOODS.build(name, sigma=sigma, min_sigma=min_sigma)
 
 
-LIKELIHOODS.register("bernoulli", "binary or grey-level data in [0, 1]")(
-    lambda **_: BernoulliLikelihood())
-LIKELIHOODS.register("gaussian", "N(f(z), sigma^2 I), sigma = model.sigma")(
-    lambda *, sigma, **_: GaussianLikelihood(sigma))
-LIKELIHOODS.register("gaussian-learned", "sigma from the decoder, floored at model.min_sigma")(
-    lambda *, min_sigma, **_: LearnedGaussianLikelihood(min_sigma))
+def _bernoulli(**_) -> Likelihood:
+    return BernoulliLikelihood()
+
+
+def _gaussian(*, sigma: float, **_) -> Likelihood:
+    return GaussianLikelihood(sigma)
+
+
+def _gaussian_learned(*, min_sigma: float, **_) -> Likelihood:
+    return LearnedGaussianLikelihood(min_sigma)
+
+
+
 
 
 # ------------------------------------------------------------------------------ KL

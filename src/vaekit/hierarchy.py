@@ -24,7 +24,6 @@ from torch.distributions import Distribution, constraints
 from .distributions import DiagonalNormal, Likelihood, Prior, gaussian_from
 from .config import latent_levels
 from .model import VAE, top_prior
-from .registry import MODEL_KINDS
 from .networks import Features, mlp
 
 
@@ -173,7 +172,6 @@ class HierarchicalVAE(VAE):
         return HierarchicalPrior(self)
 
 
-@MODEL_KINDS.register("hierarchical", "Gaussian levels z1 ... zL (a list model.latent_dim)")
 def _build(m, x_shape, lik, arch, *, init_data=None, **_) -> HierarchicalVAE:
     levels = latent_levels(m.latent_dim)
     decoder = arch.decoder(m, x_shape, sum(levels), lik.params_per_dim)

@@ -132,7 +132,6 @@ def top_prior(m, latent: int, x_shape, init_data) -> Prior:
                        x_shape=tuple(x_shape), init_data=init_data)
 
 
-@MODEL_KINDS.register("vae", "one Gaussian latent level (an integer model.latent_dim)")
 def _one_level(m, x_shape, lik, arch, *, init_data=None, **_) -> VAE:
     encoder = arch.encoder(m, x_shape, m.latent_dim)  # (built in this order since v0.1: the
     decoder = arch.decoder(m, x_shape, m.latent_dim, lik.params_per_dim)  # same initial weights)

@@ -12,8 +12,6 @@ import math
 import torch
 from torch import nn
 
-from .registry import ARCHITECTURES
-
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -179,7 +177,6 @@ class ConvDecoder(nn.Module):
 # ------------------------------------------------------------------ architectures
 
 
-@ARCHITECTURES.register("mlp", "fully connected layers of model.hidden widths (model.gated units)")
 class MLPArchitecture:
     """Builds the bodies of an MLP model (see :data:`vaekit.registry.ARCHITECTURES`)."""
 
@@ -200,7 +197,6 @@ class MLPArchitecture:
         return Features(x_shape, "mlp")
 
 
-@ARCHITECTURES.register("conv", "stride-2 convolutions of model.conv_channels, for images")
 class ConvArchitecture:
     """Builds the bodies of a convolutional model for C x H x W (or H x W) images."""
 

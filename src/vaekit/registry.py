@@ -1,59 +1,73 @@
 """Named components: priors, likelihoods, network architectures and model kinds.
 
-Each module that defines a component registers it here under the name a configuration uses
-(``@PRIORS.register("vamp", "...")``); building one is ``PRIORS.build(name, ...)``, and
-config validation and ``--help`` read the names from the registries. Adding a prior is one
-class and one decorator, not an edit of every ``if name == ...`` chain.
+Every name a configuration can use is declared here once, with a one-line description and
+where its builder lives (``"module:function"``, imported on first use, so that ``vaekit
+--help`` and config validation read the names without loading torch). Building one is
+``PRIORS.build(name, ...)``. A new component is a builder in its module and one line here
+(or ``PRIORS.register(name, description, builder)`` from a user's code), not an edit of
+every ``if name == ...`` chain.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 
 class Registry:
-    """name -> (builder, one-line description), in registration order."""
+    """name -> (builder or "module:attribute", one-line description), in declared order."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, entries: list[tuple[str, str, str]] = ()):
         self.kind = kind
-        self._items: dict[str, tuple[Callable[..., Any], str]] = {}
+        self._items: dict[str, tuple[Callable[..., Any] | str, str]] = {}
+        for name, description, where in entries:
+            self.register(name, description, where)
 
-    def register(self, name: str, description: str = ""):
-        def add(builder):
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._items[name] = (builder, description)
-            return builder
-        return add
+    def register(self, name: str, description: str, builder: Callable[..., Any] | str) -> None:
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = (builder, description)
 
     def names(self) -> tuple[str, ...]:
-        _load()
         return tuple(self._items)
 
     def get(self, name: str) -> Callable[..., Any]:
-        _load()
         if name not in self._items:
             raise ValueError(f"unknown {self.kind} {name!r}; choose {', '.join(self._items)}")
-        return self._items[name][0]
+        builder, description = self._items[name]
+        if isinstance(builder, str):
+            module, attribute = builder.split(":")
+            builder = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+            self._items[name] = (builder, description)
+        return builder
 
     def build(self, name: str, *args, **kwargs):
         return self.get(name)(*args, **kwargs)
 
     def describe(self) -> str:
-        """'name (description), ...' for help texts."""
-        _load()
+        """'name: description; ...' for help texts."""
         return "; ".join(f"{n}: {d}" if d else n for n, (_, d) in self._items.items())
 
 
-PRIORS = Registry("prior")
-LIKELIHOODS = Registry("likelihood")
-ARCHITECTURES = Registry("architecture")
-MODEL_KINDS = Registry("model kind")
-
-
-def _load() -> None:
-    """Import the modules that register components (they import torch: done on first use)."""
-    import importlib
-
-    for module in ("distributions", "networks", "model", "hierarchy", "conditional"):
-        importlib.import_module(f"{__package__}.{module}")
+PRIORS = Registry("prior", [
+    ("normal", "N(0, I)", "distributions:_normal"),
+    ("diag-normal", "N(0, diag(model.prior_scales^2))", "distributions:_diag_normal"),
+    ("mixture", "a learnable mixture of model.prior_components Gaussians", "distributions:_mixture"),
+    ("vamp", "VampPrior of model.prior_components pseudo-inputs", "distributions:_vamp"),
+])
+LIKELIHOODS = Registry("likelihood", [
+    ("bernoulli", "binary or grey-level data in [0, 1]", "distributions:_bernoulli"),
+    ("gaussian", "N(f(z), sigma^2 I), sigma = model.sigma", "distributions:_gaussian"),
+    ("gaussian-learned", "sigma from the decoder, floored at model.min_sigma",
+     "distributions:_gaussian_learned"),
+])
+ARCHITECTURES = Registry("architecture", [
+    ("mlp", "fully connected layers of model.hidden widths (model.gated units)",
+     "networks:MLPArchitecture"),
+    ("conv", "stride-2 convolutions of model.conv_channels, for images", "networks:ConvArchitecture"),
+])
+MODEL_KINDS = Registry("model kind", [
+    ("vae", "one Gaussian latent level (an integer model.latent_dim)", "model:_one_level"),
+    ("hierarchical", "Gaussian levels z1 ... zL (a list model.latent_dim)", "hierarchy:_build"),
+    ("conditional", "q(z|x, y), p(x|z, y) on labelled data (model.conditional)", "conditional:_build"),
+])
