@@ -151,6 +151,31 @@ def _add_explore(sub) -> None:
     p.add_argument("--out", help="folder for the figures (default: DATA's name + '-gmm')")
 
 
+def _add_diagnose(sub) -> None:
+    p = sub.add_parser("diagnose", help="measure what the model gets wrong: collapse, inference "
+                                        "gaps, prior holes, blur, out-of-distribution data")
+    _run_arg(p, data=False)
+    p.add_argument("--examples", type=int, default=200,
+                   help="test examples for the inference gaps (per-example optimisation; default 200)")
+    p.add_argument("--ood", metavar="NAME|PATH", help="other data (a built-in name or a file): "
+                   "AUROC of telling the run's test set from it, by log p(x) and by S(x)")
+    p.add_argument("--importance-samples", "-k", type=int, default=1000,
+                   help="samples for the ELBOs and log p(x) of the gaps (default 1000)")
+    p.add_argument("--ood-samples", type=int, default=100,
+                   help="importance samples for log p(x) with --ood (default 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("score", help="per-example log p(x), bits per dimension and an "
+                                     "out-of-distribution score")
+    _run_arg(p)
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    p.add_argument("--importance-samples", "-k", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="scores.csv or scores.npy (columns log_px, bits_per_dim, ood_score)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the columns as lists)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vaekit", description="Variational auto-encoders: train, evaluate, explore.")
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
@@ -158,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_explore(sub)
+    _add_diagnose(sub)
     p = sub.add_parser("datasets", help="list the built-in datasets and whether they are present")
     p.add_argument("--data-dir")
     p = sub.add_parser("download", help="download a built-in dataset's files into the cache, verified")
@@ -422,10 +448,83 @@ def _check_out(out: str) -> None:
         raise VaekitError(f"--out {out} is a folder; give a file name")
 
 
+def cmd_diagnose(args) -> int:
+    from .diagnose import diagnose_run
+
+    result = diagnose_run(args.run_dir, examples=args.examples, ood=args.ood, data_dir=args.data_dir,
+                          importance_samples=args.importance_samples, ood_samples=args.ood_samples,
+                          seed=args.seed, progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"run: {args.run_dir} ({result['test_examples']} test examples)")
+    units = result["kl_per_unit"]
+    print(f"posterior collapse   active units {result['active_units']} / {len(units)}; KL per unit "
+          f"(nats) min {min(units):.3f}, max {max(units):.3f}")
+    for lv in result.get("levels", []):
+        print(f"  level {lv['level']}: active {lv['active_units']} / {lv['size']}, "
+              f"sum of unit KLs {lv['kl_per_unit_sum']:.3f}")
+    print(f"ELBO surgery         E_x KL {result['average_kl']:.3f} = I_q(x; z) "
+          f"{result['mutual_information']:.3f} (log N = {result['log_n']:.3f}) + KL(q(z) || p(z)) "
+          f"{result['marginal_kl']:.3f}   [{result['surgery_examples']} examples]")
+    print(f"inference gaps       gap {result['gap']:.3f} ± {result['gap_se']:.3f} = amortization "
+          f"{result['amortization_gap']:.3f} ± {result['amortization_gap_se']:.3f} + approximation "
+          f"{result['approximation_gap']:.3f} ± {result['approximation_gap_se']:.3f}   "
+          f"[{result['examples']} examples]")
+    print(f"prior holes          prior mass where q(z) is low: {result['prior_hole_mass']:.3f} "
+          "(0.01 if none)" + (f"; judge confidence, prior samples {result['judge_confidence_prior']:.3f}"
+                               if "judge_confidence_prior" in result else "")
+          + (f", ex-post mixture samples {result['judge_confidence_gmm']:.3f}"
+             if "judge_confidence_gmm" in result else ""))
+    if "sharpness" in result:
+        sh = result["sharpness"]
+        print("blur                 mean gradient magnitude: " + ", ".join(
+            f"{k.replace('_', ' ')} {v:.4f}" for k, v in sh.items()))
+    if "ood" in result:
+        print(f"out of distribution  {result['ood']['data']}: AUROC by log p(x) "
+              f"{result['auroc_log_px']:.3f}, by S(x) = -log p(x) - L(x) {result['auroc_ood_score']:.3f}"
+              f"   (mean log p(x): test {result['ood']['log_px_test']:.2f}, other "
+              f"{result['ood']['log_px_other']:.2f})")
+    print(f"(nats; written to {args.run_dir}/diagnose.json; `vaekit report` adds a section)")
+    return 0
+
+
+def cmd_score(args) -> int:
+    import numpy as np
+
+    from .diagnose import scores
+    from .errors import VaekitError
+    from .explore import write_output
+    from .rundir import load_run
+
+    if args.importance_samples < 1:
+        raise VaekitError(f"--importance-samples must be at least 1, got {args.importance_samples}")
+    model = load_run(args.run_dir)
+    out = args.out
+    if out:
+        _check_out(out)
+        if out.lower().endswith((".png", ".npz")):
+            raise VaekitError(f"--out {out}: scores are a table; write .csv or .npy")
+    inputs = _inputs(args, model)
+    if len(inputs.x) == 0:
+        raise VaekitError(f"{inputs.source} has no examples to score")
+    result = scores(model, inputs.x, inputs.labels if model.conditional else None,
+                    args.importance_samples, args.seed)
+    columns = ("log_px", "bits_per_dim", "ood_score")
+    table = np.stack([result[c] for c in columns], 1)
+    if out:
+        print(write_output(out, table, columns=list(columns)))
+    if args.json or not out:
+        print(json.dumps({"data": inputs.source, "examples": len(table),
+                          "importance_samples": args.importance_samples,
+                          **{c: [round(float(v), 6) for v in result[c]] for c in columns}}))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "datasets": cmd_datasets,
             "presets": cmd_presets, "sample": cmd_sample, "reconstruct": cmd_reconstruct,
             "encode": cmd_encode, "interpolate": cmd_interpolate, "report": cmd_report,
-            "gmm": cmd_gmm, "download": cmd_download}
+            "gmm": cmd_gmm, "download": cmd_download, "diagnose": cmd_diagnose, "score": cmd_score}
 
 
 def _finish(args, code: int) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import Where, data_dir_from, dataset_for_spec, read_raw
+from .data import Where, data_dir_from, dataset_for_spec, prepare_like, read_raw
 from .devices import model_device, seeded
 from .errors import DataError, VaekitError
 from .mixture import latent_sampler, parse_sampler, resolve_class
@@ -62,11 +62,11 @@ def user_inputs(model, name: str, data_dir: str | None = None) -> Inputs:
     if tuple(x.shape[1:]) != tuple(spec.shape):
         raise DataError(f"{name}: examples of shape {tuple(x.shape[1:])} do not fit this run's "
                         f"model, which takes {tuple(spec.shape)}")
-    xt = spec.transform(torch.from_numpy(x))
     try:
+        xt = prepare_like(spec, torch.from_numpy(x))  # binarised and scaled as the run's test set
         model.likelihood.check_data(xt, name)
     except ValueError as e:
-        raise DataError(str(e)) from None
+        raise DataError(f"{name}: {e}" if not str(e).startswith("the ") else str(e)) from None
     y = raw.labels.get(split)
     labels = torch.from_numpy(np.asarray(y)) if y is not None else None
     return Inputs(xt, labels, raw.class_names, name)

@@ -87,7 +87,9 @@ class HierarchicalPosterior(_Levels):
         super().__init__(model.levels, top, top.batch_shape)
 
     def conditional(self, level, above):
-        f = self.features.expand(*above.shape[:-1], self.features.shape[-1])
+        lead = torch.broadcast_shapes(above.shape[:-1], self.features.shape[:-1])
+        f = self.features.expand(*lead, self.features.shape[-1])
+        above = above.expand(*lead, above.shape[-1])
         return self.model.q_nets[level](torch.cat([f, above.to(f.dtype)], -1))
 
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:

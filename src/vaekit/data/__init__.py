@@ -35,7 +35,8 @@ from .sources import (
 )
 from .prepare import (
     read_raw, read_points, resolve_likelihood, load_dataset, prepare_dataset, dataset_for_spec,
+    held_out_seed, prepare_like,
 )
 
 __all__ = [  # the public names of the submodules
-    'RawData', 'DataSpec', 'Dataset', 'read_amat', 'read_idx', 'read_csv', 'read_user_file', 'IMAGE_SUFFIXES', 'read_image_folder', 'DATA_DIR_ENV', 'Where', 'Source', 'SOURCES', 'register', 'data_dir_from', 'presence', 'download_source', 'describe_sources', 'read_raw', 'read_points', 'resolve_likelihood', 'load_dataset', 'prepare_dataset', 'dataset_for_spec']
+    'RawData', 'DataSpec', 'Dataset', 'read_amat', 'read_idx', 'read_csv', 'read_user_file', 'IMAGE_SUFFIXES', 'read_image_folder', 'DATA_DIR_ENV', 'Where', 'Source', 'SOURCES', 'register', 'data_dir_from', 'presence', 'download_source', 'describe_sources', 'read_raw', 'read_points', 'resolve_likelihood', 'load_dataset', 'prepare_dataset', 'dataset_for_spec', 'held_out_seed', 'prepare_like']

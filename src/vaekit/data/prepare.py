@@ -107,7 +107,7 @@ def prepare_dataset(raw: RawData, data_cfg, likelihood: str = "auto",
         if lo < 0 or hi > 1:
             raise DataError(f"cannot binarise {data_cfg.name!r}: values lie in [{lo:g}, {hi:g}], "
                             "not in [0, 1]")
-        gen = torch.Generator().manual_seed(data_cfg.split_seed + 7919)
+        gen = torch.Generator().manual_seed(held_out_seed(data_cfg.split_seed))
         for s in ("valid", "test") + (("train",) if binarize == "static" else ()):
             tensors[s] = torch.bernoulli(tensors[s], generator=gen)
 
@@ -173,3 +173,22 @@ def dataset_for_spec(spec: DataSpec, data_dir: str | None = None) -> Dataset:
         raise DataError(f"the test set of {name!r} differs from the one this run was trained with "
                         "(the files changed); point --data-dir at the original files")
     return data
+
+
+def held_out_seed(split_seed: int) -> int:
+    """The seed of the held-out splits' one-time binarisation."""
+    return split_seed + 7919
+
+
+def prepare_like(spec: DataSpec, x: torch.Tensor) -> torch.Tensor:
+    """Raw examples of another source prepared exactly as a run's held-out data were
+    (``spec``): binarised once (with the run's held-out seed) when the run binarised its
+    data, then scaled. Values outside [0, 1] where binarisation needs them are refused."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if spec.binarize != "none":
+        lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
+        if lo < 0 or hi > 1:
+            raise DataError(f"this run binarised its data, which needs values in [0, 1]; these "
+                            f"lie in [{lo:g}, {hi:g}]")
+        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(held_out_seed(spec.split_seed)))
+    return spec.transform(x)

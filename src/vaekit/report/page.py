@@ -186,9 +186,71 @@ across test examples exceeds 0.01.</p>
 {explorer}
 <h2>Figures</h2>
 {figure_blocks}
+{_diagnosis_block(run_dir)}
 <h2>Data</h2>
 {_table(data_rows)}
 <h2>Configuration</h2>
 <pre>{html.escape(config_text)}</pre>
 </body></html>
 """
+
+
+def _diagnosis_block(run_dir: Path) -> str:
+    """The section "What this model gets wrong", from ``vaekit diagnose`` (diagnose.json and
+    figures/diagnose_*.png), when it has been run."""
+    path = run_dir / "diagnose.json"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ('<h2>What this model gets wrong</h2><p class="reading">Not measured yet: '
+                f'<code>vaekit diagnose {html.escape(str(run_dir))}</code> measures posterior '
+                "collapse, the inference gaps, holes in the prior, blur and, with --ood, how "
+                "the likelihood rates other data; then run <code>vaekit report</code> again.</p>")
+    units = d["kl_per_unit"]
+    rows = [
+        ("active units; KL per unit (min, max)",
+         f"{d['active_units']} / {len(units)}; {min(units):.3f}, {max(units):.3f}"),
+        ("E_x KL(q(z|x) || p(z)) = I_q(x; z) + KL(q(z) || p(z))",
+         f"{d['average_kl']:.3f} = {d['mutual_information']:.3f} + {d['marginal_kl']:.3f} "
+         f"(log N = {d['log_n']:.2f}, N = {d['surgery_examples']})"),
+        ("gap log p(x) - ELBO = amortization + approximation",
+         f"{d['gap']:.3f} = {d['amortization_gap']:.3f} ± {d['amortization_gap_se']:.3f} + "
+         f"{d['approximation_gap']:.3f} ± {d['approximation_gap_se']:.3f} ({d['examples']} examples)"),
+        ("prior mass where the aggregate posterior is low (0.01: no holes)", f"{d['prior_hole_mass']:.3f}"),
+    ]
+    if "judge_confidence_prior" in d:
+        rows.append(("classifier's confidence on samples: prior, ex-post mixture",
+                     f"{d['judge_confidence_prior']:.3f}, {d.get('judge_confidence_gmm', float('nan')):.3f}"))
+    if "sharpness" in d:
+        rows.append(("mean gradient magnitude: " + ", ".join(k.replace("_", " ") for k in d["sharpness"]),
+                     ", ".join(f"{v:.4f}" for v in d["sharpness"].values())))
+    if "ood" in d:
+        rows.append((f"AUROC, test set against {d['ood']['data']}: by log p(x), by S(x)",
+                     f"{d['auroc_log_px']:.3f}, {d['auroc_ood_score']:.3f}"))
+    readings = {
+        "diagnose_prior_vs_gmm": "Decoded draws from the prior p(z) (top) beside draws from a "
+        "Gaussian mixture fitted to the training codes (bottom): where the aggregate posterior "
+        "leaves holes in the prior, prior draws decode to mixtures of kinds, which is why "
+        "sampling near the codes of one kind (`--sampler class:LABEL`) makes better examples.",
+        "diagnose_blur": "Data, reconstructions (means of p(x|z)), and samples as means and as "
+        "draws: the means average over every image a code could stand for, so they are smoother "
+        "than data (lower mean gradient magnitude); the draws add pixel noise instead.",
+        "diagnose_ood": "log p(x) and the input-complexity score S(x) = -log p(x) - L(x) on the "
+        "test set and on the other data: likelihoods can rate simpler data from elsewhere "
+        "higher than the data the model was trained on; subtracting the data's compressed "
+        "length L(x) corrects for that.",
+    }
+    pictures = ""
+    for name, reading in readings.items():
+        png = run_dir / "figures" / f"{name}.png"
+        if png.is_file():
+            pictures += (f'<section class="figure"><img src="{_data_uri(png.read_bytes())}" '
+                         f'alt="{name}"><p class="reading">{html.escape(reading)}</p></section>')
+    return ("<h2>What this model gets wrong</h2>" + _table(rows) +
+            '<p class="reading">From <code>vaekit diagnose</code>, in nats. Active units and KL '
+            "per unit show posterior collapse (units whose KL is near 0 carry no information "
+            "about x). The ELBO surgery splits the average KL into the information the codes "
+            "carry about x and how far the aggregate posterior sits from the prior. The "
+            "amortization gap is what an encoder shared by all examples loses against an "
+            "optimum found for each example; the approximation gap is what the Gaussian family "
+            "itself loses.</p>" + pictures)
