@@ -38,11 +38,13 @@ def weights(run):
     return {k: v for k, v in tensors.items() if k.startswith("model.")}, meta
 
 
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    two = torchrun(*ARGS, "--epochs", "2", "--out", str(tmp_path / "two"))
+@pytest.mark.parametrize("model", [[], ["--latent-dim", "4,2"], ["--set", "model.conditional=true"]],
+                         ids=["vae", "hierarchical", "conditional"])
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, model):
+    two = torchrun(*ARGS, *model, "--epochs", "2", "--out", str(tmp_path / "two"))
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("test ELBO") == 1  # only rank 0 reports
-    one = single(*ARGS, "--epochs", "2", "--out", str(tmp_path / "one"))
+    one = single(*ARGS, *model, "--epochs", "2", "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr
     (w2, m2), (w1, m1) = weights(tmp_path / "two"), weights(tmp_path / "one")
     assert m2["world_size"] == 2 and m1["world_size"] == 1

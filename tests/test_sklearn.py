@@ -93,3 +93,12 @@ def test_early_stopping_keeps_the_best_validation_epoch(blobs):
     valid = [r["valid_objective"] for r in vae.history_]
     assert vae.best_epoch_ == 1 + int(np.argmax(valid))
     assert len(vae.history_) <= 40
+
+
+def test_a_hierarchical_estimator(blobs):
+    """latent_dim as a list of level sizes: transform gives every level's ancestral means."""
+    h = VAE(**{**FAST, "latent_dim": [3, 2]}).fit(blobs)
+    assert h.transform(blobs[:4]).shape == (4, 5)
+    assert h.inverse_transform(h.transform(blobs[:4])).shape == (4, 5)
+    assert np.isfinite(h.score_samples(blobs[:10])).all()
+    assert h.get_feature_names_out().tolist() == [f"vae{i}" for i in range(5)]

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Config": "config", "VaekitError": "errors", "evaluate": "evaluation", "VAE": "model",
-    "build_vae": "model", "evaluate_run": "runs", "load_run": "runs", "train_and_evaluate": "runs",
+    "build_vae": "model", "evaluate_run": "rundir", "load_run": "rundir", "train_and_evaluate": "runs",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
