@@ -181,8 +181,10 @@ def test_every_command_works_on_a_hierarchical_run(hrun, tmp_path):
                  ["reconstruct", "-n", "3", "--out", "r.png"],
                  ["interpolate", "--from", "0", "--to", "1", "--out", "i.npy"],
                  ["encode", "--stochastic", "--out", "e.npy"],
+                 ["diagnose", "--examples", "3", "-k", "20"],
+                 ["score", "-k", "5", "--out", "sc.csv"],
                  ["report"]):
-        out = [a if not a.endswith((".png", ".npy")) else str(tmp_path / a) for a in args]
+        out = [a if not a.endswith((".png", ".npy", ".csv")) else str(tmp_path / a) for a in args]
         res = run_cli(out[0], str(hrun), *out[1:])
         assert res.returncode == 0, (args, res.stderr)
     res = run_cli("encode", str(hrun), "--out", str(tmp_path / "codes.csv"))
@@ -191,7 +193,9 @@ def test_every_command_works_on_a_hierarchical_run(hrun, tmp_path):
     assert header == "z1_1,z1_2,z1_3,z1_4,z2_1,z2_2,label"
     assert np.load(tmp_path / "g.npy").shape == (4, 1, 8, 8)
     html = (hrun / "report.html").read_text()
-    assert "these panels show the top one, z2" in html
+    assert "these panels show the top one, z2" in html and "What this model gets wrong" in html
+    diag = json.loads((hrun / "diagnose.json").read_text())
+    assert [lv["size"] for lv in diag["levels"]] == [4, 2] and len(diag["kl_per_unit"]) == 6
 
 
 def test_latent_levels_are_parsed_and_checked(tmp_path):

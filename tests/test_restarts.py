@@ -98,3 +98,14 @@ def test_restart_settings_are_checked():
         config_mod.merge(config_mod.Config(), {"train": {"restarts": 0}}).validate()
     with pytest.raises(ConfigError):
         config_mod.merge(config_mod.Config(), {"train": {"restart_epochs": -1}}).validate()
+
+
+def test_restarts_in_worker_processes_end_where_in_process_restarts_do(tmp_path):
+    """train.restart_jobs = 2 trains the restarts in two worker processes: every restart,
+    and so the run, is bit-identical to training them one after the other."""
+    one = train_and_evaluate(_cfg(restarts=2, restart_epochs=1, epochs=2), tmp_path / "one")
+    two = train_and_evaluate(_cfg(restarts=2, restart_epochs=1, epochs=2, restart_jobs=2), tmp_path / "two")
+    assert [r["best_valid_objective"] for r in one["restarts"]] == \
+           [r["best_valid_objective"] for r in two["restarts"]]
+    a, b = load_file(str(tmp_path / "one" / LATEST)), load_file(str(tmp_path / "two" / LATEST))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "optim.")))
