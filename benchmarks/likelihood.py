@@ -54,6 +54,40 @@ def train(preset: str, data_dir: str | None, out: str, threads: int) -> None:
     subprocess.run(cmd, check=True)
 
 
+def decoder_flops(run: Path) -> int:
+    """Floating-point operations of one decoder pass for one latent sample (torch's
+    FlopCounterMode: the matrix products and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaekit.rundir import load_run
+
+    model = load_run(run)
+    z = torch.zeros(1, model.decoder_input)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.decoder(z)
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 size x size matrix product with ``threads`` threads (best of
+    ``repeats``): the reference the evaluation's achieved rate is compared with."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        torch.mm(a, b)  # warm up
+        best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(old)
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", default=[], help="a finished run directory (repeatable)")
@@ -101,22 +135,34 @@ def main():
             "k": ev["importance_samples"], "epochs": summary.get("epochs"),
             "best_epoch": summary.get("best_epoch"), "train_s": summary.get("train_seconds"),
             "eval_s": round(ev["seconds"] if reused else time.perf_counter() - start, 1),
-            "reused": reused,
+            "eval_threads": ev.get("threads"), "reused": reused,
         })
+        # the decoder's achieved rate: its FLOPs for K samples of every test example over
+        # the evaluation's wall time (everything else, encoder and prior, counted as overhead)
+        flops = decoder_flops(run) * ev["importance_samples"] * ev["n_test"]
+        rows[-1]["decoder_gflops"] = flops / max(ev["seconds"], 1e-9) / 1e9
 
     cpu = platform.processor() or platform.machine()
     print(f"# test log-likelihood, K = {args.importance_samples} importance samples, full test sets; "
           f"vaekit {vaekit.__version__}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{args.device} ({cpu})")
+    peaks = {t: matmul_peak(t) for t in {r["eval_threads"] for r in rows if r["eval_threads"]}}
     head = (f"{'run':<28}{'data':<17}{'ELBO':>10}{'log p(x)':>11}{'±':>6}{'NLL':>9}{'gap':>7}"
-            f"{'active':>8}{'epochs':>11}{'train s':>9}{'eval s':>8}")
+            f"{'active':>8}{'epochs':>11}{'train s':>9}{'eval s':>8}{'thr':>4}{'dec GFLOP/s':>12}"
+            f"{'peak':>7}")
     print(head)
     for r in rows:
         epochs = f"{r['best_epoch']}/{r['epochs']}" if r["epochs"] else "-"
         train_s = f"{r['train_s']:.0f}" if r["train_s"] else "-"
+        threads = r["eval_threads"]
+        peak = f"{peaks[threads]:>7.0f}" if threads else f"{'-':>7}"
         print(f"{Path(r['run']).name[:27]:<28}{r['data'][:16]:<17}{r['elbo']:>10.3f}{r['log_px']:>11.3f}"
               f"{r['stderr']:>6.2f}{r['nll']:>9.2f}{r['gap']:>7.2f}{r['active']:>8}{epochs:>11}"
-              f"{train_s:>9}{r['eval_s']:>8.0f}{'  (evaluation.json)' if r['reused'] else ''}")
+              f"{train_s:>9}{r['eval_s']:>8.0f}{threads or '-':>4}{r['decoder_gflops']:>12.1f}{peak}"
+              f"{'  (evaluation.json)' if r['reused'] else ''}")
+    print("# dec GFLOP/s: the decoder's FLOPs (torch's FlopCounterMode) for K samples of every test "
+          "example over the evaluation's wall time; peak: a 2048 x 2048 float32 matrix product "
+          "with the same threads (a run evaluated before threads were recorded shows '-')")
     print("\n# published test NLL (nats)")
     for data, model, nll, note, source in PUBLISHED:
         print(f"{data:<24}{model:<64}{nll:>8.2f} {note:<8}{source}")

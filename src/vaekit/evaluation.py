@@ -147,6 +147,8 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         "n_test": n,
         "log_abs_det_jacobian": jac,
         "seconds": round(time.perf_counter() - start, 3),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
     }
 
 
