@@ -412,8 +412,11 @@ def diagnose_run(run_dir, *, examples: int = 200, ood: str | None = None,
     n = min(examples, len(x))
     yn = y[:n] if y is not None else None
     bar.start(n, "inference gaps (per-example optimisation)")
-    out.update(inference_gaps(model, x[:n], yn, steps=steps, samples=importance_samples,
-                              seed=seed, progress=bar.to))
+    gaps = inference_gaps(model, x[:n], yn, steps=steps, samples=importance_samples, seed=seed,
+                          progress=bar.to)
+    for key in ("elbo", "elbo_optimised", "log_px"):  # in the data's own units, as evaluate's
+        gaps[key] += spec.log_abs_det_jacobian
+    out.update(gaps)
     bar.close()
     out["examples"] = n
     # prior holes
