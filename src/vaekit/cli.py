@@ -232,6 +232,7 @@ def cmd_train(args) -> int:
         cfg = resume_config(args.resume, overrides)
     else:
         cfg = config_mod.resolve(args.preset, args.config, overrides)
+    cfg = config_mod.cap_epochs(cfg, os.environ.get(config_mod.MAX_EPOCHS_ENV))
     if args.quiet:
         logging.getLogger("vaekit").setLevel(logging.WARNING)
     summary = train_and_evaluate(cfg, args.out if not args.resume else args.resume,

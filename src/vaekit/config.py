@@ -433,6 +433,29 @@ def resolve(
     return cfg.validate()
 
 
+#: Caps every `vaekit train`'s epochs (restarts' included): how the tutorial's test runs
+#: its full-size commands in seconds. Unset in normal use.
+MAX_EPOCHS_ENV = "VAEKIT_MAX_EPOCHS"
+
+
+def cap_epochs(cfg: Config, value: str | None) -> Config:
+    """``cfg`` with train.epochs (and restart_epochs, warm-up, the schedule's start) at most
+    ``value`` epochs; unchanged for None or ""."""
+    if not value:
+        return cfg
+    try:
+        cap = int(value)
+    except ValueError:
+        raise ConfigError(f"${MAX_EPOCHS_ENV} must be a positive integer, got {value!r}") from None
+    if cap < 1:
+        raise ConfigError(f"${MAX_EPOCHS_ENV} must be a positive integer, got {value!r}")
+    t = cfg.train
+    updates = {"epochs": min(t.epochs, cap), "restart_epochs": min(t.restart_epochs, cap),
+               "warmup_epochs": min(t.warmup_epochs, cap),
+               "lr_decay_start": min(t.lr_decay_start, cap)}
+    return merge(cfg, {"train": updates}, f"${MAX_EPOCHS_ENV}").validate()
+
+
 def to_toml(cfg: Config) -> str:
     """Write a config as TOML (the subset we need: scalars and flat lists)."""
     lines = ["# vaekit resolved configuration"]
