@@ -48,6 +48,7 @@ import torch
 from .devices import model_device
 from .distributions import DiagonalGaussianMixture, DiagonalNormal
 from .explore import BATCH
+from .objectives import log_weights
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +157,8 @@ def _log_aggregate(model, x, labels, z: torch.Tensor) -> torch.Tensor:
 
 def _elbo_of(model, x, loc, log_scale, eps) -> torch.Tensor:
     """ELBO of q = N(loc, diag exp(log_scale)^2) per example, from draws eps (S, B, L)."""
-    scale = log_scale.exp()
-    z = loc + scale * eps
-    log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
-    return (model.decode(z).log_prob(x) + model.prior.log_prob(z) - log_q).mean(0)
+    q = DiagonalNormal(loc, log_scale.exp())
+    return _elbo_phi(model, x, q, eps)
 
 
 def inference_gaps(model, x: torch.Tensor, labels=None, *, steps: int = 1000, lr: float = 0.01,
@@ -239,8 +238,9 @@ def _chunked_mean(fn, samples: int, chunk: int = 100) -> torch.Tensor:
 
 
 def _elbo_phi(model, x, q, eps) -> torch.Tensor:
-    z = q.rsample_from(eps)
-    return (model.decode(z).log_prob(x) + model.prior.log_prob(z) - q.log_prob(z)).mean(0)
+    """The ELBO of q per example: the mean of log w over draws z = q.rsample_from(eps)."""
+    log_w, _ = log_weights(model, x, q, model.prior, q.rsample_from(eps))
+    return log_w.mean(0)
 
 
 def _mixture_log_px(model, x, q, loc, log_scale, samples: int, gen) -> torch.Tensor:
