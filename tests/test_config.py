@@ -68,7 +68,8 @@ def test_every_preset_is_valid():
         config_mod.resolve(name)
 
 
-@pytest.mark.parametrize("name", ["bmnist-vae", "bmnist-best", "fmnist-vae", "fmnist-best"])
+@pytest.mark.parametrize("name", ["bmnist-vae", "bmnist-best", "fmnist-vae", "fmnist-best", "bmnist-fast",
+                                  "bmnist-hvae", "fmnist-hvae"])
 def test_likelihood_presets_pin_one_thread(name):
     """The recorded runs of benchmarks/RESULTS.md used one thread; a preset left at torch's
     default would re-run them with another summation order, another trajectory and another
