@@ -71,6 +71,46 @@ def decoder_flops(run: Path) -> int:
     return int(counter.get_total_flops())
 
 
+def eval_parts(run: Path, data_dir: str | None, samples: int, threads: int, repeats: int = 3) -> dict:
+    """Where one chunk of the evaluation's work goes: the three terms of
+    log w = log p(x|z) + log p(z) - log q(z|x) (objectives.log_weights) and the draw of z,
+    timed separately (best of ``repeats``) with their FLOPs (FlopCounterMode), on the batch
+    and chunk sizes the evaluation itself uses (evaluation.plan_chunks)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vaekit.data import dataset_for_spec
+    from vaekit.evaluation import auto_chunk_mib, plan_chunks
+    from vaekit.objectives import reparameterize
+    from vaekit.rundir import load_run
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = load_run(run).eval()
+        x = dataset_for_spec(model.data_spec, data_dir).test
+        batch, chunk = plan_chunks(model, len(x), samples, auto_chunk_mib(torch.device("cpu")))
+        xb = model.shaped(x[:batch]) if hasattr(model, "shaped") else x[:batch]
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            posterior, prior = model.encode(xb), model.prior
+            eps = torch.randn((chunk, len(xb), *model.noise_shape), generator=gen)
+            z = reparameterize(posterior, chunk, eps)
+            parts = {"draw z": lambda: reparameterize(posterior, chunk, eps),
+                     "log p(x|z)": lambda: model.decode(z).log_prob(xb),
+                     "log p(z)": lambda: prior.log_prob(z),
+                     "log q(z|x)": lambda: posterior.log_prob(z)}
+            out = {}
+            for name, fn in parts.items():
+                fn()  # warm up
+                seconds = min(_timed(fn) for _ in range(repeats))
+                with FlopCounterMode(display=False) as counter:
+                    fn()
+                out[name] = (seconds, counter.get_total_flops())
+    finally:
+        torch.set_num_threads(old)
+    return {"batch": len(xb), "chunk": chunk, "parts": out}
+
+
 def matmul_peak(threads: int, size: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of a float32 size x size matrix product with ``threads`` threads (best of
     ``repeats``): the reference the evaluation's achieved rate is compared with."""
@@ -103,6 +143,9 @@ def main():
                          "for evaluating)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--parts", action="store_true",
+                    help="also time the terms of log w on one chunk of each run (where the "
+                         "evaluation's time goes), with the evaluation's own threads")
     ap.add_argument("--reuse", action="store_true",
                     help="take RUN/evaluation.json when it was made with the same K on the full "
                          "test set (what `train` wrote), instead of evaluating again")
@@ -166,6 +209,19 @@ def main():
     print("# dec GFLOP/s: the decoder's FLOPs (torch's FlopCounterMode) for K samples of every test "
           "example over the evaluation's wall time; peak: a 2048 x 2048 float32 matrix product "
           "with the same threads (a run evaluated before threads were recorded shows '-')")
+    if args.parts:
+        print("\n# where the evaluation's time goes: one chunk (the evaluation's batch x samples per "
+              "chunk), each term of log w timed alone (best of 3) with its FLOPs")
+        print(f"{'run':<28}{'part':<12}{'ms':>9}{'share':>7}{'GFLOP':>8}{'GFLOP/s':>9}")
+        for r in rows:
+            threads = r["eval_threads"] or torch.get_num_threads()
+            prof = eval_parts(Path(r["run"]), args.data_dir, r["k"], threads)
+            total = sum(sec for sec, _ in prof["parts"].values())
+            for name, (sec, flops) in prof["parts"].items():
+                print(f"{Path(r['run']).name[:27]:<28}{name:<12}{sec * 1e3:>9.1f}{sec / total:>7.0%}"
+                      f"{flops / 1e9:>8.2f}{flops / sec / 1e9:>9.1f}")
+            print(f"{'':<28}{'(chunk)':<12}{total * 1e3:>9.1f}{'':>7}  {prof['batch']} images x "
+                  f"{prof['chunk']} samples, {threads} thread(s)")
     print("\n# published test NLL (nats)")
     for data, model, nll, note, source in PUBLISHED:
         print(f"{data:<24}{model:<64}{nll:>8.2f} {note:<8}{source}")
