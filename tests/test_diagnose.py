@@ -168,3 +168,26 @@ def test_bad_input_is_one_error_and_leaves_the_run_alone(run, tmp_path, args, wo
     argv = [a if a != "scores.png" else str(tmp_path / a) for a in args]
     assert_one_error(run_cli(argv[0], str(run), *argv[1:]), *words)
     assert _snapshot(run) == before
+
+
+def test_subsets_are_drawn_at_random_not_the_first_examples(run, monkeypatch):
+    """A test file need not be in random order (MNIST's first 5,000 test digits are the
+    easier half): the inference gaps and the out-of-distribution scores take a seeded random
+    subset of the test set, the same for one seed."""
+    from vaekit import diagnose as diag
+    from vaekit.data import dataset_for_spec
+    from vaekit.rundir import load_run
+
+    seen = []
+    real = diag.inference_gaps
+    monkeypatch.setattr(diag, "inference_gaps", lambda model, x, *a, **k: seen.append(x) or real(model, x, *a, **k))
+    test = dataset_for_spec(load_run(run).data_spec, None).test
+    for seed in (0, 0, 1):
+        diag.diagnose_run(run, examples=6, importance_samples=5, seed=seed, steps=5)
+    rows = [{tuple(r.flatten().tolist()) for r in s} for s in seen]
+    index = {tuple(r.flatten().tolist()): i for i, r in enumerate(test)}
+    picked = [sorted(index[r] for r in s) for s in rows]
+    assert picked[0] == picked[1]  # the same for one seed
+    assert picked[0] != picked[2]
+    assert picked[0] != list(range(6)) or picked[2] != list(range(6))
+    assert max(max(p) for p in picked) >= 6  # reaches past the first six

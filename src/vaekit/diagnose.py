@@ -359,13 +359,19 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
 DIAGNOSE = "diagnose.json"
 
 
+def _shuffled(x: torch.Tensor, labels, seed: int):
+    """``x`` and its labels in one random order of this seed."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    return x[order], (labels[order] if labels is not None else None)
+
+
 def diagnose_run(run_dir, *, examples: int = 200, ood: str | None = None,
                  data_dir: str | None = None, importance_samples: int = 1000,
                  ood_samples: int = 100, seed: int = 0, steps: int = 1000,
                  progress: bool = False) -> dict:
     """Every measurement of the module on a run's test set: collapse and ELBO surgery (on
     up to 10,000 test examples; 500 for a hierarchy, whose q(z|x_n) must be evaluated by its
-    networks at every draw), inference gaps (on the first ``examples``), prior holes, blur, and with
+    networks at every draw), inference gaps (on ``examples`` drawn at random), prior holes, blur, and with
     ``ood`` the AUROCs against other data. Writes ``RUN/diagnose.json`` and the figures
     ``RUN/figures/diagnose_*.png`` only once everything is computed."""
     from pathlib import Path
@@ -385,7 +391,10 @@ def diagnose_run(run_dir, *, examples: int = 200, ood: str | None = None,
     model = load_run(run_dir)
     spec = model.data_spec
     data = dataset_for_spec(spec, data_dir)
-    x, y = data.test, data.test_labels
+    # the subsets below (surgery, gaps, out-of-distribution) are drawn at random, not the
+    # first N: a test file is not always in random order (MNIST's first 5,000 test digits
+    # are the cleaner, easier half), and the first N would say little about the rest
+    x, y = _shuffled(data.test, data.test_labels, seed)
     if len(x) < 2:
         raise VaekitError(f"{run_dir} has {len(x)} test examples; diagnosing needs at least two "
                           "(train with data.test_fraction > 0)")
@@ -443,9 +452,9 @@ def diagnose_run(run_dir, *, examples: int = 200, ood: str | None = None,
                                                  prior_draws[:16])
     if other is not None:
         m = min(len(x), len(other.x), 2000)
+        ox, oy = _shuffled(other.x, other.labels, seed)
         own = scores(model, x[:m], y[:m] if y is not None else None, ood_samples, seed)
-        theirs = scores(model, other.x[:m], other.labels[:m] if other.labels is not None else None,
-                        ood_samples, seed)
+        theirs = scores(model, ox[:m], oy[:m] if oy is not None else None, ood_samples, seed)
         out["ood"] = {"data": ood, "examples": m, "importance_samples": ood_samples,
                       "log_px_test": float(own["log_px"].mean()),
                       "log_px_other": float(theirs["log_px"].mean())}
