@@ -84,10 +84,10 @@ def row(run: Path, preset: str, seed: int, side_by_side: bool) -> dict:
             "eval_s": ev["seconds"], "side_by_side": side_by_side}
 
 
-def mean_sd(values: list[float]) -> str:
+def mean_sd(values: list[float], digits: int = 2) -> str:
     if len(values) == 1:
-        return f"{values[0]:.2f} (one seed)"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.{digits}f} (one seed)"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main():
@@ -143,7 +143,7 @@ def main():
         target = TARGETS.get(p)
         verdict = (f"<= {target}: {'met' if statistics.mean(nll) <= target else 'MISSED'}"
                    if target else "-")
-        print(f"{p:<14}{mean_sd(nll):>26}{mean_sd([r['train_s'] for r in mine]):>24}  {verdict}")
+        print(f"{p:<14}{mean_sd(nll):>26}{mean_sd([r['train_s'] for r in mine], 0):>24}  {verdict}")
     ref = presets[0]
     for p in presets[1:]:
         ratios = []
