@@ -60,6 +60,39 @@ def test_posterior_and_prior_log_prob_are_sums_of_their_levels():
     assert m.prior.sample((9,)).shape == (9, 7)
 
 
+def test_log_q_at_a_fresh_draw_reuses_the_conditionals_and_agrees():
+    """log q(z|x) at the z just drawn takes the level conditionals of the draw instead of
+    running the level networks again; values and gradients equal the recomputation's (on a
+    copy of z), and a z changed in place after the draw is recomputed."""
+    torch.manual_seed(3)
+    m = _model([3, 2, 2], hidden=(8,), activation="tanh")
+    x = torch.randn(5, 6)
+    calls = []
+    hooks = [net.register_forward_hook(lambda *_: calls.append(1)) for net in m.q_nets[:-1]]
+    q = m.encode(x)
+    z = q.rsample_from(torch.randn(4, 5, 7))
+    drawn = len(calls)
+    cached = q.log_prob(z)
+    assert len(calls) == drawn == 2  # one pass of each lower level's network, at the draw
+    fresh = q.log_prob(z.clone())
+    assert len(calls) == drawn + 2
+    torch.testing.assert_close(cached, fresh, rtol=0, atol=0)
+    params = list(m.parameters())
+    g_cached = torch.autograd.grad(cached.sum(), params, retain_graph=True, allow_unused=True)
+    g_fresh = torch.autograd.grad(fresh.sum(), params, retain_graph=True, allow_unused=True)
+    for a, b in zip(g_cached, g_fresh):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        z2 = q.rsample_from(torch.randn(4, 5, 7))
+        z2[..., :3] += 1.0  # changed after the draw: the cache must not be used
+        torch.testing.assert_close(q.log_prob(z2), q.log_prob(z2.clone()), rtol=0, atol=0)
+    for h in hooks:
+        h.remove()
+
+
 def test_ancestral_mean_and_draws_follow_the_levels():
     torch.manual_seed(2)
     m = _model([3, 2])

@@ -94,7 +94,26 @@ class HierarchicalPosterior(_Levels):
 
     def rsample_from(self, eps: torch.Tensor) -> torch.Tensor:
         parts = self.split(eps)
-        return self._down(self.top.rsample_from(parts[-1]), lambda l, q: q.rsample_from(parts[l]))
+        drawn = {}
+
+        def draw(level, q):
+            drawn[level] = q
+            return q.rsample_from(parts[level])
+
+        z = self._down(self.top.rsample_from(parts[-1]), draw)
+        # log q(z|x) at the z just drawn needs the same conditionals q(z_l|x, z_{l+1}): keep
+        # them (for this z, unchanged) instead of running the level networks again, which
+        # was a fifth of a hierarchy's evaluation time (benchmarks/likelihood.py --parts)
+        self._drawn = (z, z._version, drawn)
+        return z
+
+    def level_log_probs(self, z: torch.Tensor) -> list[torch.Tensor]:
+        cached = getattr(self, "_drawn", None)
+        if cached is None or cached[0] is not z or cached[1] != z._version:
+            return super().level_log_probs(z)
+        parts, drawn = self.split(z), cached[2]
+        out = [drawn[l].log_prob(parts[l]) for l in range(len(parts) - 1)]
+        return out + [self.top.log_prob(parts[-1])]
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
