@@ -94,11 +94,15 @@ def eval_parts(run: Path, data_dir: str | None, samples: int, threads: int, repe
         with torch.no_grad():
             posterior, prior = model.encode(xb), model.prior
             eps = torch.randn((chunk, len(xb), *model.noise_shape), generator=gen)
-            z = reparameterize(posterior, chunk, eps)
-            parts = {"draw z": lambda: reparameterize(posterior, chunk, eps),
-                     "log p(x|z)": lambda: model.decode(z).log_prob(xb),
-                     "log p(z)": lambda: prior.log_prob(z),
-                     "log q(z|x)": lambda: posterior.log_prob(z)}
+            drawn = {}
+
+            def draw():  # the terms below take the latest draw, as the evaluation does
+                drawn["z"] = reparameterize(posterior, chunk, eps)
+
+            parts = {"draw z": draw,
+                     "log p(x|z)": lambda: model.decode(drawn["z"]).log_prob(xb),
+                     "log p(z)": lambda: prior.log_prob(drawn["z"]),
+                     "log q(z|x)": lambda: posterior.log_prob(drawn["z"])}
             out = {}
             for name, fn in parts.items():
                 fn()  # warm up
