@@ -60,10 +60,14 @@ class _Levels(Distribution):
         """z (..., sum) -> [z_1, ..., z_L] (data up)."""
         return list(z.split(self.sizes, -1))
 
+    def conditionals_at(self, z: torch.Tensor, parts: list[torch.Tensor]) -> list:
+        """[p(z_1|z_2), ..., p(z_{L-1}|z_L)] at z (split into ``parts``)."""
+        return [self.conditional(l, parts[l + 1]) for l in range(len(parts) - 1)]
+
     def level_log_probs(self, z: torch.Tensor) -> list[torch.Tensor]:
         """[log p(z_1|z_2), ..., log p(z_L)] at z, each of shape z.shape[:-1]."""
         parts = self.split(z)
-        out = [self.conditional(l, parts[l + 1]).log_prob(parts[l]) for l in range(len(parts) - 1)]
+        out = [c.log_prob(parts[l]) for l, c in enumerate(self.conditionals_at(z, parts))]
         return out + [self.top.log_prob(parts[-1])]
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
@@ -107,13 +111,11 @@ class HierarchicalPosterior(_Levels):
         self._drawn = (z, z._version, drawn)
         return z
 
-    def level_log_probs(self, z: torch.Tensor) -> list[torch.Tensor]:
+    def conditionals_at(self, z, parts):
         cached = getattr(self, "_drawn", None)
         if cached is None or cached[0] is not z or cached[1] != z._version:
-            return super().level_log_probs(z)
-        parts, drawn = self.split(z), cached[2]
-        out = [drawn[l].log_prob(parts[l]) for l in range(len(parts) - 1)]
-        return out + [self.top.log_prob(parts[-1])]
+            return super().conditionals_at(z, parts)
+        return [cached[2][l] for l in range(len(parts) - 1)]
 
     def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
