@@ -23,7 +23,7 @@ def data_dir() -> Path:
     value = os.environ.get("VAEKIT_DATA_DIR")
     if not value or not Path(value).is_dir():
         pytest.skip("VAEKIT_DATA_DIR is not set to the benchmark data folder")
-    return Path(value)
+    return Path(value).resolve()  # the README's command gives it relative; tests run elsewhere
 
 
 def tiny_config(**sections) -> config_mod.Config:
