@@ -88,8 +88,9 @@ def eval_parts(run: Path, data_dir: str | None, samples: int, threads: int, repe
     try:
         model = load_run(run).eval()
         x = dataset_for_spec(model.data_spec, data_dir).test
-        batch, chunk = plan_chunks(model, len(x), samples, auto_chunk_mib(torch.device("cpu")))
-        xb = model.shaped(x[:batch]) if hasattr(model, "shaped") else x[:batch]
+        x = model.shaped(x) if hasattr(model, "shaped") else x
+        batch, chunk = plan_chunks(model, x, samples, auto_chunk_mib(torch.device("cpu")))
+        xb = x[:batch]
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             posterior, prior = model.encode(xb), model.prior

@@ -148,7 +148,7 @@ class TrainConfig:
 class EvalConfig:
     # Importance samples K for log p(x) at the end of `train` (evaluate has its own flag).
     importance_samples: int = 1000
-    # Memory bound of one importance-sampling chunk, in MiB; 0 = sized to the device: 256 on
+    # Memory bound of one importance-sampling chunk, in MiB; 0 = sized to the device: 128 on
     # a CPU, 512 on MPS, a quarter of the free memory of a CUDA device.
     chunk_mib: int = 0
     seed: int = 1234

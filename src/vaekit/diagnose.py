@@ -321,14 +321,14 @@ def compressed_nats(x_raw: np.ndarray, image: bool) -> np.ndarray:
 def scores(model, x: torch.Tensor, labels=None, importance_samples: int = 100, seed: int = 0,
            progress=None) -> dict[str, np.ndarray]:
     """Per example: log p(x) (in the data's own units), bits per dimension, ood_score."""
-    from .evaluation import plan_chunks
+    from .evaluation import auto_chunk_mib, plan_chunks
     from .explore import to_raw
     from .objectives import importance_sampled
 
     spec = model.data_spec
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
-    batch, chunk = plan_chunks(model, len(x), importance_samples, 256)
+    batch, chunk = plan_chunks(model, x, importance_samples, auto_chunk_mib(device), labels=labels)
     log_px = []
     with torch.no_grad():
         for lo in range(0, len(x), batch):

@@ -104,9 +104,8 @@ def importance_sampled(model, x: torch.Tensor, samples: int, chunk: int,
                        shared: bool = False) -> Estimates:
     """log p(x) ~= log 1/K sum_k p(x, z_k)/q(z_k|x), z_k ~ q(z|x), for a batch x of B examples.
 
-    The K samples are drawn ``chunk`` at a time; the decoder then holds about
-    ``chunk * B * (P * D + sum(hidden widths)) * 4`` bytes at once (D = data size,
-    P = likelihood parameters per dimension), whatever K is. The logsumexp over chunks is
+    The K samples are drawn ``chunk`` at a time, so memory is that of ``chunk * B`` samples
+    (:func:`vaekit.evaluation.bytes_per_sample` each), whatever K is. The logsumexp over chunks is
     accumulated exactly: logsumexp(a ++ b) = logaddexp(logsumexp(a), logsumexp(b)).
     The same samples give a K-sample estimate of the ELBO's two parts.
 
