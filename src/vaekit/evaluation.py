@@ -73,7 +73,8 @@ def bytes_per_sample(model, example: torch.Tensor, labels: torch.Tensor | None =
 def auto_chunk_mib(device: torch.device) -> int:
     """The memory one chunk of importance samples may use: a quarter of what a CUDA device
     has free, 512 MiB on MPS, 128 MiB on a CPU (which shares its memory with everything else;
-    on one thread 128 evaluated a third faster than 256, and 64 or 32 no faster: RESULTS.md)."""
+    on one thread 128 evaluated up to a fifth faster than 256, and 64 or 32 no faster overall:
+    benchmarks/memory.py, RESULTS.md)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return max(256, free // 4 // 2**20)
