@@ -52,6 +52,9 @@ from .objectives import log_weights
 
 log = logging.getLogger(__name__)
 
+#: elements of one (draws, B, K, L) block of the per-unit KL against a mixture (64 MiB of float32)
+UNIT_KL_ELEMENTS = 2**24
+
 
 def _conditioned(model, labels, lo: int, hi: int):
     if getattr(model, "conditional", False):
@@ -78,8 +81,12 @@ def _unit_kl(q: DiagonalNormal, p, samples: int, gen: torch.Generator) -> torch.
         log_q = torch.distributions.Normal(mq, sq).log_prob(z)
         loc, scale = p.component_loc, p.component_scale  # (K, L)
         log_w = torch.log_softmax(p.mixture_distribution.logits, -1)  # (K,)
-        comp = torch.distributions.Normal(loc, scale).log_prob(z.unsqueeze(-2))  # (S, B, K, L)
-        log_p = torch.logsumexp(comp + log_w[:, None], -2)
+        components = torch.distributions.Normal(loc, scale)
+        # the draws against every component's marginal are (S, B, K, L): a VampPrior's 500
+        # components over a batch made that 10 GB at once, so they go a few draws at a time
+        rows = max(1, UNIT_KL_ELEMENTS // max(1, z[0].numel() * len(loc)))
+        log_p = torch.cat([torch.logsumexp(components.log_prob(zc.unsqueeze(-2)) + log_w[:, None], -2)
+                           for zc in z.split(rows)])
         return (log_q - log_p).mean(0)
     mp, sp = p.mean.expand_as(mq), p.stddev.expand_as(mq)
     return torch.log(sp / sq) + (sq ** 2 + (mq - mp) ** 2) / (2 * sp ** 2) - 0.5
