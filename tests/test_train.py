@@ -216,3 +216,27 @@ def test_bf16_autocast_trains_with_finite_float32_likelihoods(tmp_path):
     bf16 = train_and_evaluate(tiny_config(train={"epochs": 3, "precision": "bf16"}), tmp_path / "b")["evaluation"]
     assert math.isfinite(bf16["log_px"]) and bf16["log_px"] >= bf16["elbo"]
     assert abs(bf16["elbo"] - fp32["elbo"]) < 3.0  # same model and data, lower-precision matmuls
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_grad_normalize_gives_the_optimiser_unit_norm_gradients(tmp_path, monkeypatch, normalize):
+    """train.grad_normalize: every parameter tensor's gradient reaches the optimiser with L2
+    norm 1 (Tomczak & Welling's AdamNormGrad); without it, the raw gradients do."""
+    import vaekit.train as train_mod
+    monkeypatch.setattr(train_mod, "adam_step", lambda optimizer: False)  # every step: .step()
+    norms = []
+
+    def hook(optimizer, args, kwargs):
+        norms.extend(float(p.grad.norm()) for g in optimizer.param_groups for p in g["params"]
+                     if p.grad is not None)
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+    handle = register_optimizer_step_pre_hook(hook)
+    try:
+        train_and_evaluate(tiny_config(train={"epochs": 1, "grad_normalize": normalize}),
+                           tmp_path / "run")
+    finally:
+        handle.remove()
+    assert norms
+    close = [abs(n - 1.0) < 1e-5 for n in norms]
+    assert all(close) if normalize else not all(close)

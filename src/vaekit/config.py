@@ -111,6 +111,10 @@ class TrainConfig:
     importance_samples: int = 1
     # Clip the gradient's global norm at this value (0 = off).
     grad_clip: float = 0.0
+    # Divide each parameter tensor's gradient by its own L2 norm before the optimiser step
+    # (after any clipping), as the "AdamNormGrad" of Tomczak & Welling's VampPrior code:
+    # every tensor then moves at the rate's pace whatever the size of its gradient.
+    grad_normalize: bool = False
     # Stop after this many epochs without a better validation objective (0 = never).
     patience: int = 0
     # Restarts (like scikit-learn's n_init): train this many fresh initialisations for

@@ -622,6 +622,8 @@ class Trainer:
             else:
                 loss.backward()
         grad_check = _grad_check(self._params, t.grad_clip)
+        if t.grad_normalize:
+            _normalize_grads(self._params)
         # the loss and (without a GradScaler, which skips such steps itself) the gradient
         # must be finite; on a GPU this is checked every check_every steps, not every step
         # (each check is a host sync), and always before anything is written: a bad step
@@ -788,6 +790,13 @@ def _grad_check(params, clip: float) -> torch.Tensor:
     if clip > 0:
         return torch.nn.utils.clip_grad_norm_(params, clip)
     return torch.stack([p.grad.sum() for p in params if p.grad is not None]).sum()
+
+
+def _normalize_grads(params) -> None:
+    """Each gradient divided by its L2 norm (+1e-7), in place (train.grad_normalize)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        torch._foreach_div_(grads, torch._foreach_add(torch._foreach_norm(grads), 1e-7))
 
 
 def _progress(total: int, initial: int, epoch: int, t):
