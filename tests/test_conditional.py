@@ -120,3 +120,20 @@ def test_label_on_an_unconditional_run_points_to_the_class_sampler(tmp_path):
     train_and_evaluate(tiny_config(), run)
     assert_one_error(run_cli("sample", str(run), "--label", "3", "--out", str(tmp_path / "x.png")),
                      "--sampler class:3")
+
+
+def test_separate_inputs_read_the_class_through_its_own_first_layer(tmp_path):
+    cfg = tiny_config(model={"conditional": True, "separate_inputs": True, "hidden": [16]},
+                      train={"epochs": 2}, report={"enabled": False})
+    train_and_evaluate(cfg, tmp_path / "run")
+    model = load_run(tmp_path / "run")
+    head, body = model.encoder["head"][0], model.decoder.body[0]
+    assert head.parts == [64, 10] and body.parts == [model.latent_dim, 10]
+    x = torch.rand(4, 1, 8, 8).round()
+    y3, y5 = torch.full((4,), 3), torch.full((4,), 5)
+    # x's half of the encoder's first layer does not see the class; the class's half does
+    h3 = head(torch.cat([x.flatten(1), model.condition(y3)], -1))
+    h5 = head(torch.cat([x.flatten(1), model.condition(y5)], -1))
+    torch.testing.assert_close(h3[:, :16], h5[:, :16])
+    assert not torch.allclose(h3[:, 16:], h5[:, 16:])
+    assert not torch.allclose(model.encode(x, y3).mean, model.encode(x, y5).mean)

@@ -249,3 +249,75 @@ def test_conv_hierarchy_trains(tmp_path):
     summary = train_and_evaluate(cfg, tmp_path / "run")
     assert math.isfinite(summary["evaluation"]["log_px"])
     assert isinstance(load_run(tmp_path / "run"), HierarchicalVAE)
+
+
+# --------------------------------------------------------------- separate first layers
+
+
+def _gated_reference(layer, h):
+    """a(W1 h + b1) * sigmoid(W2 h + b2) (linear a) from a GatedLinear's raw weights."""
+    w, b = layer.linear.weight, layer.linear.bias
+    half = w.shape[0] // 2
+    return F.linear(h, w[:half], b[:half]) * torch.sigmoid(F.linear(h, w[half:], b[half:]))
+
+
+def test_separate_inputs_give_each_input_its_own_first_layer():
+    # The HVAE of Tomczak & Welling (2018): q(z1|x, z2) reads x and z2 through a gated layer
+    # each, p(x|z1, z2) reads z1 and z2 so; their outputs are joined for the next layer.
+    torch.manual_seed(0)
+    kw = dict(x_shape=(6,), hidden=(5, 4), likelihood="bernoulli", gated=True,
+              activation="linear")
+    model = _model([3, 2], separate_inputs=True, **kw)
+    x, z1, z2 = torch.randn(7, 6), torch.randn(7, 3), torch.randn(7, 2)
+    q1 = model.q_nets[0].body
+    expect = torch.cat([_gated_reference(q1[0].layers[0], x),
+                        _gated_reference(q1[0].layers[1], z2)], -1)
+    h = _gated_reference(q1[1], expect)
+    torch.testing.assert_close(q1(torch.cat([x, z2], -1)), F.linear(h, q1[2].weight, q1[2].bias))
+    dec = model.decoder.body
+    expect = torch.cat([_gated_reference(dec[0].layers[0], z1),
+                        _gated_reference(dec[0].layers[1], z2)], -1)
+    torch.testing.assert_close(dec[:2](torch.cat([z1, z2], -1)), _gated_reference(dec[1], expect))
+
+    def gated(i, o):
+        return 2 * (i * o + o)
+
+    def linear(i, o):
+        return i * o + o
+
+    count = {  # counted by hand from the architecture above
+        "q(z1|x,z2)": gated(6, 5) + gated(2, 5) + gated(10, 4) + linear(4, 6),
+        "q(z2|x)": gated(6, 5) + gated(5, 4) + linear(4, 4),
+        "p(z1|z2)": gated(2, 5) + gated(5, 4) + linear(4, 6),
+        "p(x|z1,z2)": gated(3, 4) + gated(2, 4) + gated(8, 5) + linear(5, 6)}
+    nets = [model.q_nets[0], model.q_nets[1], model.p_nets[0], model.decoder]
+    for (name, n), net in zip(count.items(), nets):
+        assert sum(p.numel() for p in net.parameters()) == n, name
+    # by default one first layer reads the concatenation
+    joined = _model([3, 2], **kw)
+    assert joined.q_nets[0].body[0].linear.in_features == 8
+    assert joined.decoder.body[0].linear.in_features == 5
+
+
+def test_separate_inputs_through_the_commands(hrun, tmp_path):
+    run = tmp_path / "sep"
+    res = run_cli("train", "--data", "digits", "--latent-dim", "4,2", "--epochs", "2",
+                  "--set", "model.hidden=[16]", "--set", "model.separate_inputs=true",
+                  "--importance-samples", "10", "--quiet", "--no-report", "--out", str(run))
+    assert res.returncode == 0, res.stderr
+    model = load_run(run)
+    assert model.q_nets[0].body[0].parts == [64, 2] and model.decoder.body[0].parts == [4, 2]
+    assert run_cli("train", "--resume", str(run), "--epochs", "3", "--quiet").returncode == 0
+    # a run saved before the key existed loads with one joined first layer
+    old = tmp_path / "old"
+    import shutil
+
+    shutil.copytree(hrun, old)
+    toml = (old / "config.toml").read_text()
+    assert "separate_inputs = false" in toml
+    (old / "config.toml").write_text(toml.replace("separate_inputs = false\n", ""))
+    assert load_run(old).q_nets[0].body[0].in_features == 64 + 2
+    # a one-level model has no network that reads two inputs: one clear error, no run
+    assert_one_error(run_cli("train", "--data", "digits", "--set", "model.separate_inputs=true",
+                             "--out", str(tmp_path / "bad")), "model.separate_inputs")
+    assert not (tmp_path / "bad").exists()

@@ -18,7 +18,7 @@ from torch.distributions import Distribution
 from .distributions import DiagonalNormal, Likelihood, Prior, gaussian_from
 from .errors import VaekitError
 from .model import VAE, top_prior
-from .networks import Features, mlp
+from .networks import Features, input_parts, mlp
 
 
 class ConditionalVAE(VAE):
@@ -28,11 +28,11 @@ class ConditionalVAE(VAE):
 
     def __init__(self, features: Features, num_classes: int, decoder: nn.Module, prior: Prior,
                  likelihood: Likelihood, x_shape, hidden, activation: str = "relu",
-                 gated: bool = False):
-        encoder = nn.ModuleDict({
+                 gated: bool = False, separate_inputs: bool = False):
+        encoder = nn.ModuleDict({  # reads x's features beside the one-hot class
             "features": features,
-            "head": mlp(features.size + num_classes, list(hidden), 2 * prior.latent_dim,
-                        activation, gated)})
+            "head": mlp(input_parts([features.size, num_classes], separate_inputs), list(hidden),
+                        2 * prior.latent_dim, activation, gated)})
         super().__init__(encoder, decoder, prior, likelihood, x_shape)
         self.num_classes = int(num_classes)
 
@@ -125,6 +125,7 @@ def _build(m, x_shape, lik, arch, *, init_data=None, num_classes=None, **_) -> C
         raise ValueError("model.conditional = true needs data with class labels")
     prior = top_prior(m, m.latent_dim, x_shape, init_data)
     features = arch.features(m, x_shape)
-    decoder = arch.decoder(m, x_shape, m.latent_dim + num_classes, lik.params_per_dim)
+    decoder = arch.decoder(m, x_shape, input_parts([m.latent_dim, num_classes], m.separate_inputs),
+                           lik.params_per_dim)
     return ConditionalVAE(features, num_classes, decoder, prior, lik, x_shape, m.hidden,
-                          m.activation, m.gated)
+                          m.activation, m.gated, m.separate_inputs)

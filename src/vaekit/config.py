@@ -72,6 +72,11 @@ class ModelConfig:
     activation: str = "relu"
     # Gated units h = a(W1 x) * sigmoid(W2 x) (Dauphin et al. 2017; Tomczak & Welling 2018).
     gated: bool = False
+    # Networks that read several inputs (a hierarchy's q(z_l|x, z_{l+1}) and its decoder
+    # p(x|z_1, ..., z_L); a conditional model's encoder and decoder, beside the class) give
+    # each input its own first hidden layer and join their outputs, as the HVAE of Tomczak &
+    # Welling (2018); false: one first layer reads the inputs' concatenation.
+    separate_inputs: bool = False
     # Channels of the convolutional encoder's stride-2 layers; the decoder mirrors them.
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     # "auto" (the dataset's advice), "bernoulli", "gaussian" (fixed sigma below) or
@@ -187,7 +192,8 @@ class Config:
 # Keys whose values define the shapes of the weights: on resume they come from the run.
 SHAPE_KEYS = (
     "model.architecture", "model.latent_dim", "model.hidden", "model.gated",
-    "model.conv_channels", "model.likelihood", "model.prior", "model.prior_components",
+    "model.separate_inputs", "model.conv_channels", "model.likelihood", "model.prior",
+    "model.prior_components",
     "model.conditional",
 )
 
@@ -253,6 +259,13 @@ def _validate(cfg: Config) -> None:
     if cfg.model.conditional and cfg.model.prior == "vamp":
         raise ConfigError("model.conditional = true cannot use the VampPrior (its pseudo-inputs "
                           "would need classes); choose model.prior = \"normal\" or \"mixture\"")
+    if cfg.model.separate_inputs and len(sizes) == 1 and not cfg.model.conditional:
+        raise ConfigError("model.separate_inputs = true needs a network that reads several "
+                          "inputs: a hierarchy (a list model.latent_dim) or model.conditional = "
+                          "true; a one-level model's networks read one input each")
+    if cfg.model.separate_inputs and not cfg.model.hidden:
+        raise ConfigError("model.separate_inputs = true needs at least one hidden layer "
+                          "(model.hidden) to give each input")
     for key in ("model.hidden", "model.conv_channels"):
         if any(h <= 0 for h in flat[key]):
             raise ConfigError(f"{key} must hold positive widths, got {flat[key]!r}")

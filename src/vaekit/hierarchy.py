@@ -24,13 +24,13 @@ from torch.distributions import Distribution, constraints
 from .distributions import DiagonalNormal, Likelihood, Prior, gaussian_from
 from .config import latent_levels
 from .model import VAE, top_prior
-from .networks import Features, mlp
+from .networks import Features, input_parts, mlp
 
 
 class _LevelNet(nn.Module):
     """An MLP whose output is a diagonal Gaussian over one level: (..., in) -> (..., 2, size)."""
 
-    def __init__(self, in_dim: int, size: int, hidden, activation: str, gated: bool):
+    def __init__(self, in_dim: int | list[int], size: int, hidden, activation: str, gated: bool):
         super().__init__()
         self.size = size
         self.body = mlp(in_dim, list(hidden), 2 * size, activation, gated)
@@ -157,15 +157,16 @@ class HierarchicalVAE(VAE):
 
     def __init__(self, features: Features, levels: list[int], decoder: nn.Module, prior: Prior,
                  likelihood: Likelihood, x_shape, hidden, activation: str = "relu",
-                 gated: bool = False):
+                 gated: bool = False, separate_inputs: bool = False):
         if len(levels) < 2:
             raise ValueError(f"a hierarchical VAE needs at least two levels, got {levels}")
         if prior.latent_dim != levels[-1]:
             raise ValueError(f"the prior is over {prior.latent_dim} dimensions, the top level "
                              f"has {levels[-1]}")
-        # q(z_l|x, z_{l+1}) for l < L, and q(z_L|x) last
-        q_nets = [_LevelNet(features.size + levels[l + 1], levels[l], hidden, activation, gated)
-                  for l in range(len(levels) - 1)]
+        # q(z_l|x, z_{l+1}) for l < L (reading x's features and z_{l+1} through one first
+        # layer, or one each with separate_inputs), and q(z_L|x) last
+        q_nets = [_LevelNet(input_parts([features.size, levels[l + 1]], separate_inputs),
+                            levels[l], hidden, activation, gated) for l in range(len(levels) - 1)]
         q_nets.append(_LevelNet(features.size, levels[-1], hidden, activation, gated))
         encoder = nn.ModuleDict({"features": features, "levels": nn.ModuleList(q_nets)})
         super().__init__(encoder, decoder, prior, likelihood, x_shape)
@@ -197,7 +198,7 @@ class HierarchicalVAE(VAE):
 
 def _build(m, x_shape, lik, arch, *, init_data=None, **_) -> HierarchicalVAE:
     levels = latent_levels(m.latent_dim)
-    decoder = arch.decoder(m, x_shape, sum(levels), lik.params_per_dim)
+    decoder = arch.decoder(m, x_shape, input_parts(levels, m.separate_inputs), lik.params_per_dim)
     prior = top_prior(m, levels[-1], x_shape, init_data)
     return HierarchicalVAE(arch.features(m, x_shape), levels, decoder, prior, lik, x_shape,
-                           m.hidden, m.activation, m.gated)
+                           m.hidden, m.activation, m.gated, m.separate_inputs)

@@ -38,11 +38,38 @@ class GatedLinear(nn.Module):
         return self.act(h) * torch.sigmoid(gate)
 
 
-def mlp(in_dim: int, hidden: list[int], out_dim: int, activation: str = "relu",
+class SeparateInputs(nn.Module):
+    """The first hidden layer of a network that reads several inputs, side by side in one
+    tensor: each part gets its own (gated) layer of ``width`` units and their outputs are
+    joined, as the HVAE of Tomczak & Welling (2018) reads x and z2 in q(z1|x, z2), and z1 and
+    z2 in p(x|z1, z2). One layer over the concatenation instead adds the parts' pre-activations."""
+
+    def __init__(self, parts: list[int], width: int, activation: str, gated: bool):
+        super().__init__()
+        self.parts = [int(p) for p in parts]
+        self.layers = nn.ModuleList(
+            GatedLinear(p, width, activation) if gated
+            else nn.Sequential(nn.Linear(p, width), ACTIVATIONS[activation]())
+            for p in self.parts)
+
+    def forward(self, x):
+        return torch.cat([layer(h) for layer, h in zip(self.layers, x.split(self.parts, -1))], -1)
+
+
+def mlp(in_dim: int | list[int], hidden: list[int], out_dim: int, activation: str = "relu",
         gated: bool = False) -> nn.Sequential:
-    """Hidden layers (gated or plain) followed by a linear output layer."""
+    """Hidden layers (gated or plain) followed by a linear output layer. ``in_dim`` a list of
+    sizes: the input is their concatenation, and the first hidden layer is
+    :class:`SeparateInputs` (one layer per part, outputs joined)."""
     layers: list[nn.Module] = []
-    width = in_dim
+    hidden = list(hidden)
+    if isinstance(in_dim, (list, tuple)) and len(in_dim) > 1:
+        if not hidden:
+            raise ValueError("separate inputs need at least one hidden layer (model.hidden)")
+        layers.append(SeparateInputs(list(in_dim), hidden[0], activation, gated))
+        width, hidden = len(in_dim) * hidden[0], hidden[1:]
+    else:
+        width = sum(in_dim) if isinstance(in_dim, (list, tuple)) else in_dim
     for h in hidden:
         if gated:
             layers.append(GatedLinear(width, h, activation))
@@ -51,6 +78,12 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, activation: str = "relu",
         width = h
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
+
+
+def input_parts(parts: list[int], separate: bool) -> int | list[int]:
+    """``in_dim`` of a network that reads ``parts`` side by side: the sizes themselves when
+    ``separate`` (model.separate_inputs: one first layer each), else their total."""
+    return [int(p) for p in parts] if separate else int(sum(parts))
 
 
 class MLPEncoder(nn.Module):
@@ -70,6 +103,7 @@ class MLPDecoder(nn.Module):
                  gated=False):
         super().__init__()
         self.out_shape = (params_per_dim, *x_shape)
+        # latent_dim: an int, or the sizes of the inputs side by side (see mlp)
         self.body = mlp(latent_dim, list(reversed(hidden)), math.prod(self.out_shape),
                         activation, gated)
 
