@@ -89,3 +89,58 @@ def test_datasets_and_presets_list(data_dir):
     assert res.returncode == 0 and "binarized-mnist" in res.stdout and "swiss-roll" in res.stdout
     res = run_cli("presets")
     assert res.returncode == 0 and "mnist-mlp" in res.stdout
+
+
+def _epochs(run):
+    """metrics.jsonl without its timings: what a bit-exact continuation repeats."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")}
+            for r in rows]
+
+
+def _files(run):
+    return {p.relative_to(run): p.read_bytes() for p in run.rglob("*")
+            if p.is_file() and p.name != ".lock"}
+
+
+def test_a_fork_continues_a_copy_from_the_latest_or_best_checkpoint(tmp_path):
+    import shutil
+
+    quick = ["--quiet", "--no-report", "--importance-samples", "4"]
+    run, two = tmp_path / "run", tmp_path / "two"
+    assert run_cli("train", *TINY, "--out", str(run), *quick).returncode == 0
+    shutil.copytree(run, two)  # the run as it was after epoch 2
+    # a third epoch at a far too high rate: the best checkpoint stays at epoch 2
+    assert run_cli("train", "--resume", str(run), "--epochs", "3", "--lr", "0.5",
+                   *quick).returncode == 0
+    assert json.loads((run / "summary.json").read_text())["best_epoch"] == 2
+    before = _files(run)
+    # from the best checkpoint: the same as continuing the run as it was at epoch 2
+    best = tmp_path / "best"
+    res = run_cli("train", "--resume", str(run), "--from", "best", "--out", str(best),
+                  "--epochs", "4", "--lr", "0.001", *quick)
+    assert res.returncode == 0, res.stderr
+    assert run_cli("train", "--resume", str(two), "--epochs", "4", "--lr", "0.001",
+                   *quick).returncode == 0
+    assert [r["epoch"] for r in _epochs(best)] == [1, 2, 3, 4]
+    assert _epochs(best) == _epochs(two)
+    # from the latest checkpoint (the default): the same as continuing the run in place
+    latest, same = tmp_path / "latest", tmp_path / "same"
+    shutil.copytree(run, same)
+    res = run_cli("train", "--resume", str(run), "--out", str(latest), "--epochs", "4", *quick)
+    assert res.returncode == 0, res.stderr
+    assert run_cli("train", "--resume", str(same), "--epochs", "4", *quick).returncode == 0
+    assert _epochs(latest) == _epochs(same) and _epochs(latest)[:3] == _epochs(run)
+    assert _files(run) == before  # the source run is only read
+    # mistakes: one line each, nothing written
+    assert_one_error(run_cli("train", "--resume", str(run), "--from", "best", *quick),
+                     "--from best needs --out")
+    assert_one_error(run_cli("train", *TINY, "--from", "best", "--out", str(tmp_path / "x")),
+                     "--resume")
+    assert_one_error(run_cli("train", "--resume", str(run), "--out", str(best), *quick),
+                     "already exists")
+    (same / "checkpoints" / "best.safetensors").write_bytes(b"not a checkpoint")
+    assert_one_error(run_cli("train", "--resume", str(same), "--from", "best", "--out",
+                             str(tmp_path / "y"), *quick), "not a vaekit checkpoint")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert _files(run) == before and not list(tmp_path.glob(".*fork*"))

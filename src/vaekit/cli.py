@@ -34,7 +34,12 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="a TOML file of settings")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting, e.g. --set model.latent_dim=2 (repeatable)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run (with --out NEW: continue a copy in NEW, RUN_DIR "
+                        "unchanged)")
+    p.add_argument("--from", dest="start", choices=("latest", "best"),
+                   help="with --resume RUN_DIR --out NEW: the checkpoint NEW continues from "
+                        "(default latest; best, e.g. to anneal from the best epoch)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -222,7 +227,8 @@ def _overrides(args) -> list[dict]:
 def cmd_train(args) -> int:
     from . import config as config_mod
     from .evaluation import format_table
-    from .runs import resume_config, train_and_evaluate
+    from . import distributed
+    from .runs import check_device, fork_run, resume_config, train_and_evaluate
 
     overrides = _overrides(args)
     if args.resume:
@@ -231,12 +237,27 @@ def cmd_train(args) -> int:
                                          "flags to change e.g. --epochs")
         cfg = resume_config(args.resume, overrides)
     else:
+        if args.start:
+            raise config_mod.ConfigError("--from chooses the checkpoint of a run to continue: "
+                                         "give it with --resume RUN_DIR --out NEW")
         cfg = config_mod.resolve(args.preset, args.config, overrides)
     cfg = config_mod.cap_epochs(cfg, os.environ.get(config_mod.MAX_EPOCHS_ENV))
     if args.quiet:
         logging.getLogger("vaekit").setLevel(logging.WARNING)
-    summary = train_and_evaluate(cfg, args.out if not args.resume else args.resume,
-                                 resume=bool(args.resume), evaluate_samples=args.importance_samples)
+    run_dir = args.resume or args.out
+    if args.resume and args.out:  # a fork: the config and device are checked before the copy
+        if distributed.from_env().distributed:
+            raise config_mod.ConfigError("--resume RUN_DIR --out NEW copies a run in one "
+                                         "process: fork it without torchrun, or resume "
+                                         "RUN_DIR itself")
+        check_device(cfg)
+        run_dir = fork_run(args.resume, args.out, args.start or "latest")
+    elif args.start == "best":
+        raise config_mod.ConfigError(f"--from best needs --out NEW: continuing {args.resume} "
+                                     "itself from its best checkpoint would overwrite the "
+                                     "epochs after it")
+    summary = train_and_evaluate(cfg, run_dir, resume=bool(args.resume),
+                                 evaluate_samples=args.importance_samples)
     run = summary["run_dir"]
     if summary.get("rank", 0) != 0:
         return EXIT_INTERRUPTED if summary["interrupted"] else 0  # rank 0 reports

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from .evaluation import evaluate
 from .model import VAE, build_vae
 from .rundir import (CONFIG, DATA, EVALUATION, SUMMARY, check_run_dir, num_classes, read_config,
                      read_data_spec)
-from .train import BEST, LATEST, Trainer, load_model_state, resolve_device
+from .train import BEST, LATEST, METRICS, Trainer, load_model_state, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,44 @@ def resume_config(run_dir: str | Path, overrides: list[dict]) -> Config:
         raise ConfigError(f"cannot change {', '.join(changed)} when resuming: they define the "
                           "model and its data; start a new run instead")
     return cfg.validate()
+
+
+def fork_run(source: str | Path, dest: str | Path, start: str = "latest") -> Path:
+    """Make ``dest`` a new run that continues ``source`` from its ``start`` checkpoint
+    ("latest" or "best"), ready for ``train --resume``: its config, data spec, metrics (the
+    resume drops the epochs after the checkpoint) and checkpoints. ``source`` is only read.
+    The copy is made in a hidden sibling folder and renamed into place, so a failure leaves
+    no half-made run. Forking from "best" is how a run is annealed (or otherwise continued)
+    from its best epoch without losing the epochs after it."""
+    source = check_run_dir(source)
+    path = source / (BEST if start == "best" else LATEST)
+    if not path.is_file():
+        raise CheckpointError(f"{str(source)!r} has no {start} checkpoint ({path.name} is "
+                              "missing) to continue from")
+    _, meta = ckpt.load(path)  # a corrupt checkpoint stops here, before any write
+    if meta.get("kind") != "training":
+        raise CheckpointError(f"{path} holds no training state to continue from")
+    dest = check_new_run_dir(dest)
+    tmp = dest.parent / f".{dest.name}.fork-{os.getpid()}"
+    try:
+        (tmp / LATEST).parent.mkdir(parents=True)
+        for name in (CONFIG, DATA, METRICS):
+            if (source / name).is_file():
+                ckpt.atomic_write_bytes(tmp / name, (source / name).read_bytes())
+        ckpt.atomic_write_bytes(tmp / LATEST, path.read_bytes())
+        best = source / BEST
+        ckpt.atomic_write_bytes(tmp / BEST, (best if best.is_file() else path).read_bytes())
+        if dest.is_dir():
+            dest.rmdir()  # empty (check_new_run_dir)
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise ckpt.write_error(dest, e) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("forked %s at epoch %d (%s checkpoint) into %s", source,
+             meta["state"]["epoch"], start, dest)
+    return dest
 
 
 def check_device(cfg: Config) -> torch.device:
@@ -326,7 +365,6 @@ def _run_restarts(cfg: Config, run_dir: Path, data, world, callbacks=None) -> li
     log.info("kept restart %d of %d (validation objective %.4f); training it on to epoch %d",
              kept["restart"] + 1, t.restarts, kept["best_valid_objective"], t.epochs)
     sub = run_dir / RESTARTS / str(kept["restart"])
-    from .train import METRICS
 
     ckpt.atomic_write_bytes(run_dir / METRICS, (sub / METRICS).read_bytes())
     ckpt.atomic_write_bytes(run_dir / BEST, (sub / BEST).read_bytes())
