@@ -321,3 +321,19 @@ def test_separate_inputs_through_the_commands(hrun, tmp_path):
     assert_one_error(run_cli("train", "--data", "digits", "--set", "model.separate_inputs=true",
                              "--out", str(tmp_path / "bad")), "model.separate_inputs")
     assert not (tmp_path / "bad").exists()
+
+
+def test_pseudo_inputs_start_at_training_examples_or_at_one_grey_level(tmp_path):
+    data = torch.rand(50, 6).round()
+    cfg = {"latent_dim": [3, 2], "hidden": [8], "prior": "vamp", "prior_components": 20}
+    for start in ("data", 0.05):
+        c = config_mod.merge(config_mod.Config(), {"model": {**cfg, "pseudo_inputs": start}})
+        model = build_vae(c.validate().model, (6,), "bernoulli", init_data=data)
+        u = model.prior_module.pseudo_inputs.detach()
+        if start == "data":  # each one a training example
+            assert all(((data - row).abs().sum(1) == 0).any() for row in u)
+        else:
+            assert abs(float(u.mean()) - 0.05) < 0.005 and abs(float(u.std()) - 0.01) < 0.003
+    assert_one_error(run_cli("train", "--data", "digits", "--set", 'model.pseudo_inputs="grey"',
+                             "--out", str(tmp_path / "r")), "model.pseudo_inputs")
+    assert not (tmp_path / "r").exists()

@@ -90,6 +90,10 @@ class ModelConfig:
     prior: str = "normal"
     prior_scales: list[float] = field(default_factory=list)
     prior_components: int = 10
+    # Where the VampPrior's pseudo-inputs start: "data" (randomly chosen training examples)
+    # or a number v (every pixel v + N(0, 0.01^2) noise; Tomczak & Welling's code uses 0.05
+    # on binary images).
+    pseudo_inputs: str | float = "data"
     # A conditional VAE (Sohn et al. 2015) on labelled data: encoder and decoder read the
     # class, q(z|x, y) and p(x|z, y); `vaekit sample RUN --label L` draws new examples of a
     # class. One latent level; the prior is the same for every class (normal or mixture).
@@ -278,6 +282,10 @@ def _validate(cfg: Config) -> None:
                           f"{cfg.report.explorer_grid}")
     if cfg.model.architecture == "conv" and not cfg.model.conv_channels:
         raise ConfigError("model.conv_channels must name at least one layer for a conv model")
+    start = cfg.model.pseudo_inputs
+    if isinstance(start, str) and start != "data" or not isinstance(start, str) and not math.isfinite(start):
+        raise ConfigError(f"model.pseudo_inputs must be \"data\" or a number (the pixel value "
+                          f"the pseudo-inputs start at), got {start!r}")
     if cfg.model.prior == "diag-normal":
         scales = cfg.model.prior_scales
         if len(scales) != sizes[-1]:

@@ -172,10 +172,10 @@ class VampPrior(Prior):
     """p(z) = 1/K sum_k q(z | u_k): the aggregate posterior of K learnable pseudo-inputs."""
 
     def __init__(self, latent_dim: int, components: int, x_shape: tuple[int, ...],
-                 init: torch.Tensor | None = None):
+                 init: torch.Tensor | None = None, level: float = 0.5):
         super().__init__(latent_dim)
-        if init is None:
-            init = 0.5 + 0.01 * torch.randn(components, *x_shape)
+        if init is None:  # one grey level, a little noise to tell the components apart
+            init = level + 0.01 * torch.randn(components, *x_shape)
         self.pseudo_inputs = nn.Parameter(init.detach().clone().float())  # (K, *x_shape)
 
     def forward(self, encoder=None) -> Distribution:
@@ -188,10 +188,11 @@ class VampPrior(Prior):
 
 
 def build_prior(name: str, latent_dim: int, *, scales=None, components: int = 10,
-                x_shape: tuple[int, ...] = (), init_data: torch.Tensor | None = None) -> Prior:
+                x_shape: tuple[int, ...] = (), init_data: torch.Tensor | None = None,
+                pseudo_inputs: str | float = "data") -> Prior:
     """The prior registered as ``name`` (see :data:`vaekit.registry.PRIORS`)."""
     return PRIORS.build(name, latent_dim, scales=scales, components=components, x_shape=x_shape,
-                        init_data=init_data)
+                        init_data=init_data, pseudo_inputs=pseudo_inputs)
 
 
 def _normal(latent_dim, **_):
@@ -206,7 +207,10 @@ def _mixture(latent_dim, *, components, **_):
     return MixturePrior(latent_dim, components)
 
 
-def _vamp(latent_dim, *, components, x_shape, init_data=None, **_):
+def _vamp(latent_dim, *, components, x_shape, init_data=None, pseudo_inputs="data", **_):
+    """Pseudo-inputs from ``init_data`` (``pseudo_inputs`` = "data"), else at one grey level."""
+    if pseudo_inputs != "data":
+        return VampPrior(latent_dim, components, x_shape, level=float(pseudo_inputs))
     init = None
     if init_data is not None and len(init_data) > 0:
         idx = torch.randperm(len(init_data))[:components]

@@ -129,7 +129,8 @@ def build_vae(model_cfg, x_shape: tuple[int, ...], likelihood: str,
 def top_prior(m, latent: int, x_shape, init_data) -> Prior:
     """The prior module of a model's top (or only) level."""
     return build_prior(m.prior, latent, scales=m.prior_scales, components=m.prior_components,
-                       x_shape=tuple(x_shape), init_data=init_data)
+                       x_shape=tuple(x_shape), init_data=init_data,
+                       pseudo_inputs=m.pseudo_inputs)
 
 
 def _one_level(m, x_shape, lik, arch, *, init_data=None, **_) -> VAE:
