@@ -267,9 +267,6 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("model.separate_inputs = true needs a network that reads several "
                           "inputs: a hierarchy (a list model.latent_dim) or model.conditional = "
                           "true; a one-level model's networks read one input each")
-    if cfg.model.separate_inputs and not cfg.model.hidden:
-        raise ConfigError("model.separate_inputs = true needs at least one hidden layer "
-                          "(model.hidden) to give each input")
     for key in ("model.hidden", "model.conv_channels"):
         if any(h <= 0 for h in flat[key]):
             raise ConfigError(f"{key} must hold positive widths, got {flat[key]!r}")
@@ -283,7 +280,7 @@ def _validate(cfg: Config) -> None:
     if cfg.model.architecture == "conv" and not cfg.model.conv_channels:
         raise ConfigError("model.conv_channels must name at least one layer for a conv model")
     start = cfg.model.pseudo_inputs
-    if isinstance(start, str) and start != "data" or not isinstance(start, str) and not math.isfinite(start):
+    if start != "data" and (isinstance(start, str) or not math.isfinite(start)):
         raise ConfigError(f"model.pseudo_inputs must be \"data\" or a number (the pixel value "
                           f"the pseudo-inputs start at), got {start!r}")
     if cfg.model.prior == "diag-normal":
