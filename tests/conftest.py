@@ -17,6 +17,10 @@ from vaekit import config as config_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist runs one worker per core: one thread each keeps them from fighting.
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def data_dir() -> Path:
