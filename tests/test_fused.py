@@ -41,9 +41,11 @@ def autograd_reference(vae, x, beta, eps):
                                                ([25], "linear"), ([], "relu")])
 @pytest.mark.parametrize("beta", [1.0, 0.3, 0.0])
 @pytest.mark.parametrize("grey", [False, True])
-def test_fused_loss_terms_and_gradients_equal_autograd_in_float64(hidden, activation, beta, grey):
+@pytest.mark.parametrize("min_scale", [1e-5, 0.3])
+def test_fused_loss_terms_and_gradients_equal_autograd_in_float64(hidden, activation, beta, grey,
+                                                                   min_scale):
     torch.manual_seed(len(hidden) + int(10 * beta))
-    vae, cfg = model_and_config(hidden=hidden, activation=activation)
+    vae, cfg = model_and_config(hidden=hidden, activation=activation, min_scale=min_scale)
     vae = vae.double()
     x = torch.rand(13, 7, 9, dtype=torch.float64)  # grey levels: the cross-entropy
     if not grey:

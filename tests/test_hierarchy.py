@@ -29,32 +29,36 @@ def _model(levels, x_shape=(6,), hidden=(8,), likelihood="gaussian", **model):
     return build_vae(cfg.model, x_shape, likelihood)
 
 
-def _normal_from(out: torch.Tensor, size: int) -> Normal:
+def _normal_from(out: torch.Tensor, size: int, floor: float = MIN_SCALE) -> Normal:
     """A level net's raw output (..., 2*size) read independently: loc, softplus(raw) + floor."""
     loc, raw = out.unflatten(-1, (2, size)).unbind(-2)
-    return Normal(loc, F.softplus(raw) + MIN_SCALE)
+    return Normal(loc, F.softplus(raw) + floor)
 
 
 # ------------------------------------------------------------- densities and gradients
 
 
-def test_posterior_and_prior_log_prob_are_sums_of_their_levels():
+@pytest.mark.parametrize("floor", [None, 0.3])
+def test_posterior_and_prior_log_prob_are_sums_of_their_levels(floor):
+    """... with every level's scale floored at model.min_scale (the default, or 0.3)."""
     torch.manual_seed(1)
-    m = _model([3, 2, 2], hidden=(8,), activation="tanh")
+    m = _model([3, 2, 2], hidden=(8,), activation="tanh",
+               **({} if floor is None else {"min_scale": floor}))
+    floor = MIN_SCALE if floor is None else floor
     x = torch.randn(5, 6)
     q = m.encode(x)
     z = q.rsample((4,))  # (4, 5, 7)
     z1, z2, z3 = z.split([3, 2, 2], -1)
     body = [net.body for net in m.q_nets]
     f = x.expand(4, 5, 6)
-    expected_q = (_normal_from(body[2](f), 2).log_prob(z3).sum(-1)
-                  + _normal_from(body[1](torch.cat([f, z3], -1)), 2).log_prob(z2).sum(-1)
-                  + _normal_from(body[0](torch.cat([f, z2], -1)), 3).log_prob(z1).sum(-1))
+    expected_q = (_normal_from(body[2](f), 2, floor).log_prob(z3).sum(-1)
+                  + _normal_from(body[1](torch.cat([f, z3], -1)), 2, floor).log_prob(z2).sum(-1)
+                  + _normal_from(body[0](torch.cat([f, z2], -1)), 3, floor).log_prob(z1).sum(-1))
     torch.testing.assert_close(q.log_prob(z), expected_q)
     pb = [net.body for net in m.p_nets]
     expected_p = (Normal(0.0, 1.0).log_prob(z3).sum(-1)
-                  + _normal_from(pb[1](z3), 2).log_prob(z2).sum(-1)
-                  + _normal_from(pb[0](z2), 3).log_prob(z1).sum(-1))
+                  + _normal_from(pb[1](z3), 2, floor).log_prob(z2).sum(-1)
+                  + _normal_from(pb[0](z2), 3, floor).log_prob(z1).sum(-1))
     torch.testing.assert_close(m.prior.log_prob(z), expected_p)
     assert q.batch_shape == (5,) and q.event_shape == (7,) and q.mean.shape == (5, 7)
     assert m.prior.sample((9,)).shape == (9, 7)
@@ -321,6 +325,38 @@ def test_separate_inputs_through_the_commands(hrun, tmp_path):
     assert_one_error(run_cli("train", "--data", "digits", "--set", "model.separate_inputs=true",
                              "--out", str(tmp_path / "bad")), "model.separate_inputs")
     assert not (tmp_path / "bad").exists()
+
+
+# --------------------------------------------------------------- the scale floor
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_min_scale_floors_the_posterior_of_one_level_and_conditional_models(conditional):
+    cfg = tiny_config(model={"min_scale": 0.3, "conditional": conditional, "hidden": [16]})
+    m = build_vae(cfg.model, (1, 8, 8), "bernoulli", num_classes=10)
+    x = torch.rand(5, 1, 8, 8).round()
+    y = torch.arange(5)
+    if conditional:
+        h = m.encoder["features"](x)
+        raw = m.encoder["head"](torch.cat([h, m.condition(y)], -1)).unflatten(-1, (2, 4))
+        q = m.encode(x, y)
+    else:
+        raw = m.encoder(x)  # (5, 2, 4): location and pre-softplus scale
+        q = m.encode(x)
+    torch.testing.assert_close(q.mean, raw[:, 0])
+    torch.testing.assert_close(q.stddev, F.softplus(raw[:, 1]) + 0.3)
+
+
+def test_min_scale_is_saved_with_the_run_and_older_runs_keep_the_default(tmp_path):
+    cfg = tiny_config(model={"latent_dim": [4, 2], "min_scale": 0.3}, report={"enabled": False})
+    train_and_evaluate(cfg, tmp_path / "run")
+    m = load_run(tmp_path / "run")
+    assert m.min_scale == 0.3 and {net.min_scale for net in [*m.q_nets, *m.p_nets]} == {0.3}
+    toml = (tmp_path / "run" / "config.toml").read_text()
+    assert "min_scale = 0.3\n" in toml
+    (tmp_path / "run" / "config.toml").write_text(toml.replace("min_scale = 0.3\n", ""))
+    old = load_run(tmp_path / "run")  # saved before the key existed
+    assert {net.min_scale for net in [old, *old.q_nets, *old.p_nets]} == {MIN_SCALE}
 
 
 def test_pseudo_inputs_start_at_training_examples_or_at_one_grey_level(tmp_path):

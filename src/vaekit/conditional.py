@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
-from .distributions import DiagonalNormal, Likelihood, Prior, gaussian_from
+from .distributions import MIN_SCALE, DiagonalNormal, Likelihood, Prior, gaussian_from
 from .errors import VaekitError
 from .model import VAE, top_prior
 from .networks import Features, input_parts, mlp
@@ -28,12 +28,13 @@ class ConditionalVAE(VAE):
 
     def __init__(self, features: Features, num_classes: int, decoder: nn.Module, prior: Prior,
                  likelihood: Likelihood, x_shape, hidden, activation: str = "relu",
-                 gated: bool = False, separate_inputs: bool = False):
+                 gated: bool = False, separate_inputs: bool = False,
+                 min_scale: float = MIN_SCALE):
         encoder = nn.ModuleDict({  # reads x's features beside the one-hot class
             "features": features,
             "head": mlp(input_parts([features.size, num_classes], separate_inputs), list(hidden),
                         2 * prior.latent_dim, activation, gated)})
-        super().__init__(encoder, decoder, prior, likelihood, x_shape)
+        super().__init__(encoder, decoder, prior, likelihood, x_shape, min_scale)
         self.num_classes = int(num_classes)
 
     @property
@@ -59,7 +60,7 @@ class ConditionalVAE(VAE):
         c = self.condition(y).to(x.device)
         h = self.encoder["features"](self.shaped(x))
         params = self.encoder["head"](torch.cat([h, c.to(h.dtype)], -1))
-        return gaussian_from(params.unflatten(-1, (2, self.latent_dim)))
+        return gaussian_from(params.unflatten(-1, (2, self.latent_dim)), self.min_scale)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z, y); z (..., B, L) with y for B examples, or one y for every z."""
@@ -128,4 +129,4 @@ def _build(m, x_shape, lik, arch, *, init_data=None, num_classes=None, **_) -> C
     decoder = arch.decoder(m, x_shape, input_parts([m.latent_dim, num_classes], m.separate_inputs),
                            lik.params_per_dim)
     return ConditionalVAE(features, num_classes, decoder, prior, lik, x_shape, m.hidden,
-                          m.activation, m.gated, m.separate_inputs)
+                          m.activation, m.gated, m.separate_inputs, m.min_scale)

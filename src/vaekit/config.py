@@ -84,6 +84,11 @@ class ModelConfig:
     likelihood: str = "auto"
     sigma: float = 0.1
     min_sigma: float = 0.001
+    # Floor of the scale of every Gaussian over z the networks output (q(z|x); a hierarchy's
+    # q(z_l|...) and p(z_l|z_{l+1})): s = softplus(raw) + min_scale. The default only keeps
+    # log-densities finite; Tomczak's VampPrior code clips log-variances at -6, a floor of
+    # exp(-3) ~ 0.05.
+    min_scale: float = 1e-5
     # "normal" N(0, I), "diag-normal" N(0, diag(prior_scales^2)), "mixture" (learnable
     # mixture of prior_components Gaussians) or "vamp" (VampPrior, prior_components
     # pseudo-inputs).
@@ -213,7 +218,7 @@ _CHOICES = {
 }
 
 _POSITIVE = (
-    "model.sigma", "model.min_sigma", "model.prior_components",
+    "model.sigma", "model.min_sigma", "model.min_scale", "model.prior_components",
     "train.restarts", "train.restart_jobs",
     "train.epochs", "train.batch_size", "train.lr", "train.importance_samples",
     "train.lr_gamma", "eval.importance_samples", "report.explorer_grid",

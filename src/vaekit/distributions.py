@@ -45,7 +45,8 @@ from torch.distributions import (
     kl_divergence,
 )
 
-# Scale floor of every diagonal Gaussian the networks output: keeps log-densities finite.
+# Default scale floor of every diagonal Gaussian the networks output (model.min_scale): keeps
+# log-densities finite.
 MIN_SCALE = 1e-5
 
 
@@ -72,11 +73,11 @@ def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor, event_dims: int = 1)
     return DiagonalNormal(loc, scale, event_dims)
 
 
-def gaussian_from(params: torch.Tensor) -> DiagonalNormal:
+def gaussian_from(params: torch.Tensor, min_scale: float = MIN_SCALE) -> DiagonalNormal:
     """A network's output (..., 2, L), location and pre-softplus scale, as the diagonal
-    Gaussian N(loc, diag(s^2)) with s = softplus(raw) + MIN_SCALE, at least in float32."""
+    Gaussian N(loc, diag(s^2)) with s = softplus(raw) + min_scale, at least in float32."""
     loc, raw_scale = full_precision(params).unbind(-2)
-    return diagonal_normal(loc, positive_scale(raw_scale))
+    return diagonal_normal(loc, positive_scale(raw_scale, min_scale))
 
 
 # --------------------------------------------------------------------------- priors
@@ -241,9 +242,9 @@ class Likelihood(nn.Module):
 # The autograd path and the hand-derived training step (fused.py) both call these.
 
 
-def positive_scale(raw: torch.Tensor) -> torch.Tensor:
-    """A network's pre-softplus output as a Gaussian scale: softplus(raw) + MIN_SCALE."""
-    return F.softplus(raw) + MIN_SCALE
+def positive_scale(raw: torch.Tensor, min_scale: float = MIN_SCALE) -> torch.Tensor:
+    """A network's pre-softplus output as a Gaussian scale: softplus(raw) + min_scale."""
+    return F.softplus(raw) + min_scale
 
 
 def positive_scale_backward(grad: torch.Tensor, raw: torch.Tensor, out: torch.Tensor | None = None):

@@ -117,7 +117,7 @@ class FusedStep:
         latent = self.latent
         h = enc_in[-1]
         mu, raw = h[:, :latent], h[:, latent:]
-        scale = positive_scale(raw)
+        scale = positive_scale(raw, self.model.min_scale)
         eps = noise.reshape(b, latent).to(mu.dtype)
         z = torch.addcmul(mu, scale, eps)
         dec_in = self._forward(self.decoder, z)

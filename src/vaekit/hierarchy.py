@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from .distributions import DiagonalNormal, Likelihood, Prior, gaussian_from
+from .distributions import MIN_SCALE, DiagonalNormal, Likelihood, Prior, gaussian_from
 from .config import latent_levels
 from .model import VAE, top_prior
 from .networks import Features, input_parts, mlp
@@ -30,13 +30,15 @@ from .networks import Features, input_parts, mlp
 class _LevelNet(nn.Module):
     """An MLP whose output is a diagonal Gaussian over one level: (..., in) -> (..., 2, size)."""
 
-    def __init__(self, in_dim: int | list[int], size: int, hidden, activation: str, gated: bool):
+    def __init__(self, in_dim: int | list[int], size: int, hidden, activation: str, gated: bool,
+                 min_scale: float):
         super().__init__()
         self.size = size
+        self.min_scale = min_scale
         self.body = mlp(in_dim, list(hidden), 2 * size, activation, gated)
 
     def forward(self, h: torch.Tensor) -> DiagonalNormal:
-        return gaussian_from(self.body(h).unflatten(-1, (2, self.size)))
+        return gaussian_from(self.body(h).unflatten(-1, (2, self.size)), self.min_scale)
 
 
 class _Levels(Distribution):
@@ -157,7 +159,8 @@ class HierarchicalVAE(VAE):
 
     def __init__(self, features: Features, levels: list[int], decoder: nn.Module, prior: Prior,
                  likelihood: Likelihood, x_shape, hidden, activation: str = "relu",
-                 gated: bool = False, separate_inputs: bool = False):
+                 gated: bool = False, separate_inputs: bool = False,
+                 min_scale: float = MIN_SCALE):
         if len(levels) < 2:
             raise ValueError(f"a hierarchical VAE needs at least two levels, got {levels}")
         if prior.latent_dim != levels[-1]:
@@ -166,15 +169,16 @@ class HierarchicalVAE(VAE):
         # q(z_l|x, z_{l+1}) for l < L (reading x's features and z_{l+1} through one first
         # layer, or one each with separate_inputs), and q(z_L|x) last
         q_nets = [_LevelNet(input_parts([features.size, levels[l + 1]], separate_inputs),
-                            levels[l], hidden, activation, gated) for l in range(len(levels) - 1)]
-        q_nets.append(_LevelNet(features.size, levels[-1], hidden, activation, gated))
+                            levels[l], hidden, activation, gated, min_scale)
+                  for l in range(len(levels) - 1)]
+        q_nets.append(_LevelNet(features.size, levels[-1], hidden, activation, gated, min_scale))
         encoder = nn.ModuleDict({"features": features, "levels": nn.ModuleList(q_nets)})
-        super().__init__(encoder, decoder, prior, likelihood, x_shape)
+        super().__init__(encoder, decoder, prior, likelihood, x_shape, min_scale)
         self.levels = list(levels)
         self.latent_dim = sum(levels)
         # p(z_l|z_{l+1}) for l < L
-        self.p_nets = nn.ModuleList(_LevelNet(levels[l + 1], levels[l], hidden, activation, gated)
-                                    for l in range(len(levels) - 1))
+        self.p_nets = nn.ModuleList(_LevelNet(levels[l + 1], levels[l], hidden, activation, gated,
+                                              min_scale) for l in range(len(levels) - 1))
 
     @property
     def features(self) -> Features:
@@ -201,4 +205,4 @@ def _build(m, x_shape, lik, arch, *, init_data=None, **_) -> HierarchicalVAE:
     decoder = arch.decoder(m, x_shape, input_parts(levels, m.separate_inputs), lik.params_per_dim)
     prior = top_prior(m, levels[-1], x_shape, init_data)
     return HierarchicalVAE(arch.features(m, x_shape), levels, decoder, prior, lik, x_shape,
-                           m.hidden, m.activation, m.gated, m.separate_inputs)
+                           m.hidden, m.activation, m.gated, m.separate_inputs, m.min_scale)

@@ -15,16 +15,19 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .distributions import DiagonalNormal, Likelihood, Prior, build_likelihood, build_prior, gaussian_from
+from .distributions import (MIN_SCALE, DiagonalNormal, Likelihood, Prior, build_likelihood,
+                            build_prior, gaussian_from)
 from .config import latent_levels
 from .registry import ARCHITECTURES, MODEL_KINDS
 
 
 class VAE(nn.Module):
     def __init__(self, encoder: nn.Module, decoder: nn.Module, prior: Prior,
-                 likelihood: Likelihood, x_shape: tuple[int, ...]):
+                 likelihood: Likelihood, x_shape: tuple[int, ...], min_scale: float = MIN_SCALE):
         super().__init__()
         self.encoder = encoder
+        #: the floor of every Gaussian scale the networks output (model.min_scale)
+        self.min_scale = float(min_scale)
         self.decoder = decoder
         self.prior_module = prior
         self.likelihood = likelihood
@@ -48,7 +51,7 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> DiagonalNormal:
         """q(z|x), batch shape ``x.shape[:-len(x_shape)]``, event shape ``(L,)``."""
-        return gaussian_from(self.encoder(self.shaped(x)))  # encoder: (B, 2, L)
+        return gaussian_from(self.encoder(self.shaped(x)), self.min_scale)  # encoder: (B, 2, L)
 
     def shaped(self, x: torch.Tensor) -> torch.Tensor:
         """x as the model takes it, (..., *x_shape): flat vectors of the right size (e.g.
@@ -136,4 +139,5 @@ def top_prior(m, latent: int, x_shape, init_data) -> Prior:
 def _one_level(m, x_shape, lik, arch, *, init_data=None, **_) -> VAE:
     encoder = arch.encoder(m, x_shape, m.latent_dim)  # (built in this order since v0.1: the
     decoder = arch.decoder(m, x_shape, m.latent_dim, lik.params_per_dim)  # same initial weights)
-    return VAE(encoder, decoder, top_prior(m, m.latent_dim, x_shape, init_data), lik, x_shape)
+    return VAE(encoder, decoder, top_prior(m, m.latent_dim, x_shape, init_data), lik, x_shape,
+               m.min_scale)
