@@ -38,13 +38,11 @@ def _normal_from(out: torch.Tensor, size: int, floor: float = MIN_SCALE) -> Norm
 # ------------------------------------------------------------- densities and gradients
 
 
-@pytest.mark.parametrize("floor", [None, 0.3])
+@pytest.mark.parametrize("floor", [MIN_SCALE, 0.3])
 def test_posterior_and_prior_log_prob_are_sums_of_their_levels(floor):
     """... with every level's scale floored at model.min_scale (the default, or 0.3)."""
     torch.manual_seed(1)
-    m = _model([3, 2, 2], hidden=(8,), activation="tanh",
-               **({} if floor is None else {"min_scale": floor}))
-    floor = MIN_SCALE if floor is None else floor
+    m = _model([3, 2, 2], hidden=(8,), activation="tanh", min_scale=floor)
     x = torch.randn(5, 6)
     q = m.encode(x)
     z = q.rsample((4,))  # (4, 5, 7)
