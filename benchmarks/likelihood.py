@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 import vaekit
-from vaekit.rundir import evaluate_run, read_config
+from vaekit.errors import VaekitError
+from vaekit.rundir import check_run_dir, evaluate_run, read_config
 
 # (data, model, NLL, note, source) from the papers; the targets of issue 7 below them.
 PUBLISHED = [
@@ -170,7 +171,7 @@ def main():
     for run in runs:
         run = Path(run)
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-        cfg = read_config(run)
+        cfg = read_config(check_run_dir(run))
         start = time.perf_counter()
         saved = json.loads((run / "evaluation.json").read_text()) if (run / "evaluation.json").exists() else {}
         if args.reuse and saved.get("importance_samples") == args.importance_samples:
@@ -236,4 +237,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except VaekitError as e:  # bad input: one line, exit status 2, as the CLI
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
