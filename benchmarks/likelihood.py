@@ -169,9 +169,9 @@ def main():
 
     rows = []
     for run in runs:
-        run = Path(run)
+        run = check_run_dir(run)
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-        cfg = read_config(check_run_dir(run))
+        cfg = read_config(run)
         start = time.perf_counter()
         saved = json.loads((run / "evaluation.json").read_text()) if (run / "evaluation.json").exists() else {}
         if args.reuse and saved.get("importance_samples") == args.importance_samples:
