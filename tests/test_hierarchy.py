@@ -371,3 +371,49 @@ def test_pseudo_inputs_start_at_training_examples_or_at_one_grey_level(tmp_path)
     assert_one_error(run_cli("train", "--data", "digits", "--set", 'model.pseudo_inputs="grey"',
                              "--out", str(tmp_path / "r")), "model.pseudo_inputs")
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------- initial weights
+
+
+@pytest.mark.parametrize("model", [
+    dict(levels=[6, 4], x_shape=(400,), hidden=(300, 200), gated=True, activation="linear",
+         prior="vamp", prior_components=3),
+    dict(levels=[6, 4], x_shape=(1, 28, 28), hidden=(64,), architecture="conv",
+         conv_channels=[16, 32]),
+])
+def test_he_init_draws_weights_with_variance_two_over_fan_in(model):
+    # model.init = "he" (Tomczak & Welling's code): every linear and convolutional weight
+    # ~ N(0, 2 / fan_in); biases and the VampPrior's pseudo-inputs stay as the default build
+    # makes them, so the two builds from one seed differ in the weights alone.
+    model = dict(model)
+    levels, builds = model.pop("levels"), {}
+    for init in ("default", "he"):
+        torch.manual_seed(0)
+        builds[init] = _model(levels, likelihood="bernoulli", init=init, **model)
+    default, he = (dict(b.named_parameters()) for b in (builds["default"], builds["he"]))
+    layers = {name: m for name, m in builds["he"].named_modules()
+              if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))}
+    assert any(isinstance(m, torch.nn.Conv2d) for m in layers.values()) == ("conv_channels" in model)
+    weights = {f"{name}.weight" for name in layers}
+    for name, p in he.items():
+        if name not in weights:
+            assert torch.equal(p, default[name]), name
+    checked = 0
+    for name, m in layers.items():
+        w = m.weight.detach().double()
+        # fan_in as He et al. define it: inputs per output unit (a transposed convolution's
+        # weight is (in, out, kh, kw): torch counts out * kh * kw, as kaiming_normal_ does)
+        fan_in = w[0].numel()
+        if w.numel() < 5000:
+            continue
+        checked += 1
+        n = w.numel()
+        want = math.sqrt(2 / fan_in)
+        # the sample standard deviation of n normal draws has relative error ~ 1/sqrt(2n)
+        assert abs(w.std().item() / want - 1) < 5 / math.sqrt(2 * n), (name, w.std().item(), want)
+        assert abs(w.mean().item()) < 5 * want / math.sqrt(n), name
+        # PyTorch's default is uniform with bound 1/sqrt(fan_in): a std sqrt(6) times smaller
+        d = default[f"{name}.weight"].detach().double()
+        assert abs(d.std().item() * math.sqrt(6) / want - 1) < 6 / math.sqrt(n), name
+    assert checked >= 3

@@ -99,6 +99,10 @@ class ModelConfig:
     # or a number v (every pixel v + N(0, 0.01^2) noise; Tomczak & Welling's code uses 0.05
     # on binary images).
     pseudo_inputs: str | float = "data"
+    # Initial weights of every linear and convolutional layer: "default" (PyTorch's, uniform
+    # with bound 1/sqrt(fan_in)) or "he" (normal with standard deviation sqrt(2/fan_in),
+    # He et al. 2015, as Tomczak & Welling's VampPrior code; biases keep PyTorch's).
+    init: str = "default"
     # A conditional VAE (Sohn et al. 2015) on labelled data: encoder and decoder read the
     # class, q(z|x, y) and p(x|z, y); `vaekit sample RUN --label L` draws new examples of a
     # class. One latent level; the prior is the same for every class (normal or mixture).
@@ -210,6 +214,7 @@ _CHOICES = {
     "data.binarize": ("auto", "none", "dynamic", "static"),
     "data.scaling": ("auto", "none", "standardize"),
     "model.activation": ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu", "silu", "linear"),
+    "model.init": ("default", "he"),
     "train.lr_schedule": ("none", "cosine", "exponential"),
     "train.device": ("cpu", "cuda", "mps", "auto"),
     "train.backend": ("auto", "nccl", "gloo"),

@@ -125,8 +125,21 @@ def build_vae(model_cfg, x_shape: tuple[int, ...], likelihood: str,
     if init_data is not None and init_data.shape[1:] != tuple(x_shape):
         init_data = init_data.reshape(-1, *x_shape)
     lik = build_likelihood(likelihood, sigma=model_cfg.sigma, min_sigma=model_cfg.min_sigma)
-    return MODEL_KINDS.build(model_kind(model_cfg), model_cfg, x_shape, lik, arch,
-                             init_data=init_data, num_classes=num_classes)
+    model = MODEL_KINDS.build(model_kind(model_cfg), model_cfg, x_shape, lik, arch,
+                              init_data=init_data, num_classes=num_classes)
+    if model_cfg.init == "he":
+        he_init(model)
+    return model
+
+
+def he_init(model: nn.Module) -> None:
+    """Every linear and convolutional layer's weight drawn from N(0, 2 / fan_in) (He et al.
+    2015; torch's fan_in, the product of a weight's dimensions after the first), in module
+    order from torch's global generator; biases and other parameters are left as built."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
 
 
 def top_prior(m, latent: int, x_shape, init_data) -> Prior:
