@@ -68,8 +68,27 @@ def test_every_preset_is_valid():
         config_mod.resolve(name)
 
 
+def test_a_preset_can_start_from_another(monkeypatch):
+    # fmnist-best names fmnist-hvae as its base: the same resolved config, key by key
+    assert config_mod.resolve("fmnist-best").to_dict() == config_mod.resolve("fmnist-hvae").to_dict()
+    files = {"parent": '[model]\nhidden = [7, 5]\nlatent_dim = 3\n[train]\nepochs = 4\n',
+             "child": 'base = "parent"\n[model]\nlatent_dim = 2\n',
+             "loop": 'base = "loop"\n', "lost": 'base = "nowhere"\n',
+             "ping": 'base = "pong"\n', "pong": 'base = "ping"\n'}
+    monkeypatch.setattr(config_mod, "preset_names", lambda: sorted(files))
+    monkeypatch.setattr(config_mod, "_preset_text", files.__getitem__)
+    cfg = config_mod.resolve("child")
+    # the base's keys, the child's on top, a section merged key by key, not replaced
+    assert (cfg.model.hidden, cfg.model.latent_dim, cfg.train.epochs) == ([7, 5], 2, 4)
+    assert config_mod.load_preset("child") == {"model": {"hidden": [7, 5], "latent_dim": 2},
+                                               "train": {"epochs": 4}}
+    for name in ("loop", "lost", "ping"):
+        with pytest.raises(ConfigError, match="unknown base preset"):
+            config_mod.resolve(name)
+
+
 @pytest.mark.parametrize("name, threads", [("bmnist-vae", 1), ("bmnist-best", 1), ("fmnist-vae", 1),
-                                           ("fmnist-best", 1), ("bmnist-fast", 1), ("bmnist-hvae", 1),
+                                           ("fmnist-vamp", 1), ("fmnist-best", 2), ("bmnist-fast", 1), ("bmnist-hvae", 1),
                                            ("fmnist-hvae", 2)])
 def test_likelihood_presets_pin_the_recorded_thread_count(name, threads):
     """Each recorded run of benchmarks/RESULTS.md used a fixed number of threads; a preset

@@ -431,7 +431,7 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def load_preset(name: str) -> dict[str, Any]:
+def load_preset(name: str, _below: tuple[str, ...] = ()) -> dict[str, Any]:
     if name not in preset_names():
         close = difflib.get_close_matches(name, preset_names(), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -439,12 +439,32 @@ def load_preset(name: str) -> dict[str, Any]:
             f"unknown preset {name!r}{hint} (known: {', '.join(preset_names())}; "
             "see `vaekit presets`)"
         )
-    text = (resources.files("vaekit") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    values = tomllib.loads(_preset_text(name))
+    # `base = "other"`: the other preset's values, then this file's on top (a preset that
+    # names another's recipe follows it when that recipe changes)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or base in (name, *_below) or base not in preset_names():
+        raise ConfigError(f"preset {name!r} names an unknown base preset {base!r}, or one "
+                          "that comes back to it")
+    return _deep_merge(load_preset(base, (*_below, name)), values)
+
+
+def _deep_merge(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(under)
+    for key, value in over.items():
+        out[key] = (_deep_merge(out[key], value)
+                    if isinstance(value, dict) and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def _preset_text(name: str) -> str:
+    return (resources.files("vaekit") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
 
 
 def preset_description(name: str) -> str:
-    text = (resources.files("vaekit") / "presets" / f"{name}.toml").read_text(encoding="utf-8")
+    text = _preset_text(name)
     first = text.splitlines()[0] if text else ""
     return first.lstrip("# ").strip()
 
