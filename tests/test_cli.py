@@ -144,3 +144,21 @@ def test_a_fork_continues_a_copy_from_the_latest_or_best_checkpoint(tmp_path):
                              str(tmp_path / "y"), *quick), "not a vaekit checkpoint")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert _files(run) == before and not list(tmp_path.glob(".*fork*"))
+
+
+def test_evaluate_on_the_validation_split_says_so(trained):
+    # `evaluate --split valid` reports the validation set under its own name, never as the
+    # test set's numbers, and leaves the run's recorded (test) evaluation as it was
+    saved = (trained / "evaluation.json").read_bytes()
+    res = run_cli("evaluate", str(trained), "--split", "valid", "-k", "200")
+    assert res.returncode == 0, res.stderr
+    assert "validation ELBO" in res.stdout and "validation examples" in res.stdout
+    assert "test ELBO" not in res.stdout and "test examples" not in res.stdout
+    out = json.loads(run_cli("evaluate", str(trained), "--split", "valid", "-k", "200",
+                             "--json").stdout)
+    last = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
+    # the trainer's validation ELBO of the last epoch (one fixed eps per example) and this
+    # 200-sample estimate are two estimates of the same mean over the same examples
+    assert out["split"] == "valid"
+    assert out["elbo"] == pytest.approx(last["valid_elbo"], abs=0.5)
+    assert (trained / "evaluation.json").read_bytes() == saved

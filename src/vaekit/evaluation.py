@@ -181,9 +181,10 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
 
 def table_rows(ev: dict) -> list[tuple[str, str]]:
     """The evaluation as (quantity, value) rows: what ``train``, ``evaluate`` and the report
-    print."""
+    print. The rows name the split evaluated (``evaluate --split valid``: validation)."""
+    split = {"test": "test", "valid": "validation"}[ev.get("split", "test")]
     return [
-        ("test ELBO", f"{ev['elbo']:.3f}"),
+        (f"{split} ELBO", f"{ev['elbo']:.3f}"),
         ("  reconstruction E_q log p(x|z)", f"{ev['reconstruction']:.3f}"),
         ("  KL(q(z|x) || p(z))", f"{ev['kl']:.3f}"),
         (f"log p(x) (K = {ev['importance_samples']})", f"{ev['log_px']:.3f} ± {ev['log_px_stderr']:.3f}"),
@@ -191,7 +192,7 @@ def table_rows(ev: dict) -> list[tuple[str, str]]:
         ("active units", f"{ev['active_units']} / {ev['latent_dim']}"),
         *[(f"  level {lv['level']} (z{lv['level']}): KL, active units",
            f"{lv['kl']:.3f}, {lv['active_units']} / {lv['size']}") for lv in ev.get("levels", [])],
-        ("test examples", f"{ev['n_test']}"),
+        (f"{split} examples", f"{ev['n_test']}"),
     ]
 
 
