@@ -25,7 +25,7 @@ import torch
 
 import vaekit
 from vaekit.errors import VaekitError
-from vaekit.rundir import check_run_dir, evaluate_run, read_config
+from vaekit.rundir import check_run_dir, evaluate_run, read_config, saved_log_px
 
 # (data, model, NLL, note, source) from the papers; the targets of issue 7 below them.
 PUBLISHED = [
@@ -56,6 +56,27 @@ def train(preset: str, data_dir: str | None, out: str, threads: int) -> None:
         cmd += ["--data-dir", data_dir]
     print("$", " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
+
+
+def paired_differences(rows: list[dict]) -> list[tuple[str, str, float, float]]:
+    """(run, first run, mean difference, its standard error) of log p(x), example by example,
+    for each run after the first with per-example values on the same data and test set: the
+    comparison that says whether one run beats another on these images (the estimate's own ±
+    over images mostly measures how the images differ, and cancels here)."""
+    out, first = [], {}
+    for r in rows:
+        values = r.pop("per_example")
+        if values is None:
+            continue
+        key = (r["data"], r["n_test"], r["k"])
+        if key not in first:
+            first[key] = (Path(r["run"]).name, values)
+            continue
+        base, ref = first[key]
+        d = values - ref
+        se = float(d.std(ddof=1) / len(d) ** 0.5) if len(d) > 1 else float("nan")
+        out.append((Path(r["run"]).name, base, float(d.mean()), se))
+    return out
 
 
 def decoder_flops(run: Path) -> int:
@@ -176,9 +197,11 @@ def main():
         saved = json.loads((run / "evaluation.json").read_text()) if (run / "evaluation.json").exists() else {}
         if args.reuse and saved.get("importance_samples") == args.importance_samples:
             ev, reused = saved, True
+            per_example = saved_log_px(run, saved)  # None for a run evaluated before they were kept
         else:
             ev, reused = evaluate_run(run, args.importance_samples, data_dir=args.data_dir,
-                                      device=args.device, save=False), False
+                                      device=args.device, save=False, per_example=True), False
+            per_example = ev.pop("log_px_per_example")
         rows.append({
             "run": str(run), "data": cfg.data.name, "prior": cfg.model.prior,
             "train_samples": cfg.train.importance_samples, "elbo": ev["elbo"], "log_px": ev["log_px"],
@@ -187,7 +210,7 @@ def main():
             "k": ev["importance_samples"], "epochs": summary.get("epochs"),
             "best_epoch": summary.get("best_epoch"), "train_s": summary.get("train_seconds"),
             "eval_s": round(ev["seconds"] if reused else time.perf_counter() - start, 1),
-            "eval_threads": ev.get("threads"), "reused": reused,
+            "eval_threads": ev.get("threads"), "reused": reused, "per_example": per_example,
         })
         # the decoder's achieved rate: its FLOPs for K samples of every test example over
         # the evaluation's wall time (everything else, encoder and prior, counted as overhead)
@@ -215,6 +238,15 @@ def main():
     print("# dec GFLOP/s: the decoder's FLOPs (torch's FlopCounterMode) for K samples of every test "
           "example over the evaluation's wall time; peak: a 2048 x 2048 float32 matrix product "
           "with the same threads (a run evaluated before threads were recorded shows '-')")
+    paired = paired_differences(rows)
+    if paired:
+        print("\n# paired: each run's log p(x) minus the first run's on the same test images, "
+              "example by example\n# (the mean difference ± its standard error, the same K and eps "
+              "seed; the ± above is one run's\n# own estimate over the images, which mostly "
+              "measures how the images differ and cancels here)")
+        print(f"{'run':<28}{'minus':<28}{'Δ log p(x)':>11}{'±':>7}{'Δ/±':>7}")
+        for name, base, diff, se in paired:
+            print(f"{name[:27]:<28}{base[:27]:<28}{diff:>+11.3f}{se:>7.3f}{diff / se:>7.1f}")
     if args.parts:
         print("\n# where the evaluation's time goes: one chunk (the evaluation's batch x samples per "
               "chunk), each term of log w timed alone (best of 3) with its FLOPs")

@@ -21,3 +21,52 @@ def test_likelihood_benchmark_rejects_a_bad_run_directory(tmp_path, make, words)
     res = subprocess.run([sys.executable, str(LIKELIHOOD), "--run", str(run), "--reuse"],
                          capture_output=True, text=True, timeout=300)
     assert_one_error(res, str(run), *words)
+
+
+def test_likelihood_benchmark_compares_runs_image_by_image(tmp_path):
+    import json
+
+    import numpy as np
+
+    from conftest import run_cli
+
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"s{seed}"
+        res = run_cli("train", "--data", "digits", "--epochs", "2", "--latent-dim", "3",
+                      "--set", "model.hidden=[16]", "--set", "train.threads=1", "--seed", str(seed),
+                      "--importance-samples", "12", "--quiet", "--no-report", "--out", str(run))
+        assert res.returncode == 0, res.stderr
+        # the run keeps each test image's estimate beside evaluation.json, in test-set order
+        ev = json.loads((run / "evaluation.json").read_text())
+        values = np.load(run / "evaluation-log-px.npy")
+        assert values.shape == (ev["n_test"],) and values.mean() == pytest.approx(ev["log_px"], abs=1e-9)
+        assert values.std(ddof=1) / np.sqrt(len(values)) == pytest.approx(ev["log_px_stderr"], rel=1e-6)
+        runs.append(run)
+
+    def table(*extra):
+        res = subprocess.run([sys.executable, str(LIKELIHOOD), "--run", str(runs[0]), "--run",
+                              str(runs[1]), "--threads", "1", *extra],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        head, _, tail = res.stdout.partition("# paired")
+        rows = {l.split()[0]: l.split() for l in head.splitlines() if l.startswith(("s0 ", "s1 "))}
+        paired = [l.split() for l in tail.splitlines() if l.startswith("s1 ")]
+        return rows, paired
+
+    # from the saved estimates: the mean and standard error of the differences, by hand
+    a, b = (np.load(r / "evaluation-log-px.npy") for r in runs)
+    rows, paired = table("-k", "12", "--reuse")
+    assert len(paired) == 1
+    d = b - a
+    assert float(paired[0][2]) == pytest.approx(d.mean(), abs=1e-3)
+    assert float(paired[0][3]) == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)), abs=1e-3)
+    # evaluated afresh with another K: the mean difference is the difference of the two
+    # runs' log p(x) in the table, and nothing in the runs is rewritten
+    rows, paired = table("-k", "7")
+    assert float(paired[0][2]) == pytest.approx(float(rows["s1"][3]) - float(rows["s0"][3]), abs=2e-3)
+    assert np.array_equal(np.load(runs[0] / "evaluation-log-px.npy"), a)
+    # a run evaluated before the estimates were kept is listed, just not paired
+    (runs[1] / "evaluation-log-px.npy").unlink()
+    rows, paired = table("-k", "12", "--reuse")
+    assert set(rows) == {"s0", "s1"} and paired == []

@@ -149,7 +149,7 @@ def test_a_fork_continues_a_copy_from_the_latest_or_best_checkpoint(tmp_path):
 def test_evaluate_on_the_validation_split_says_so(trained):
     # `evaluate --split valid` reports the validation set under its own name, never as the
     # test set's numbers, and leaves the run's recorded (test) evaluation as it was
-    saved = (trained / "evaluation.json").read_bytes()
+    saved = [(trained / f).read_bytes() for f in ("evaluation.json", "evaluation-log-px.npy")]
     res = run_cli("evaluate", str(trained), "--split", "valid", "-k", "200")
     assert res.returncode == 0, res.stderr
     assert "validation ELBO" in res.stdout and "validation examples" in res.stdout
@@ -161,4 +161,4 @@ def test_evaluate_on_the_validation_split_says_so(trained):
     # 200-sample estimate are two estimates of the same mean over the same examples
     assert out["split"] == "valid"
     assert out["elbo"] == pytest.approx(last["valid_elbo"], abs=0.5)
-    assert (trained / "evaluation.json").read_bytes() == saved
+    assert [(trained / f).read_bytes() for f in ("evaluation.json", "evaluation-log-px.npy")] == saved

@@ -95,9 +95,11 @@ def plan_chunks(model, x: torch.Tensor, samples: int, chunk_mib: int,
 def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mib: int = 0,
              seed: int = 1234, log_abs_det_jacobian: float = 0.0,
              device: torch.device | str | None = None, progress: bool = False,
-             labels: torch.Tensor | None = None) -> dict:
+             labels: torch.Tensor | None = None, per_example: bool = False) -> dict:
     """All held-out numbers for ``x`` (model-space tensor ``(N, *x_shape)``) as one dict;
-    a conditional model also takes each example's class (``labels``).
+    a conditional model also takes each example's class (``labels``). ``per_example`` adds
+    each example's log p(x) estimate, a float64 array under ``"log_px_per_example"`` (what
+    two models' paired comparison on the same examples needs; not JSON).
 
     ``progress`` logs one line saying what is about to be computed and shows a progress bar
     over the test images where stderr is a terminal (K = 5000 on 10,000 images is minutes to
@@ -176,6 +178,7 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         "seconds": round(time.perf_counter() - start, 3),
         "threads": torch.get_num_threads(),
         "device": str(device),
+        **({"log_px_per_example": (log_px_t + jac).numpy()} if per_example else {}),
     }
 
 

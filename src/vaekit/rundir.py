@@ -5,9 +5,11 @@ evaluation. What every command after `train` uses (``report``, ``evaluate``, ``s
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import checkpoint as ckpt
@@ -24,6 +26,8 @@ from .train import BEST, LATEST, load_model_state
 CONFIG = "config.toml"
 DATA = "data.json"
 EVALUATION = "evaluation.json"
+#: each test example's log p(x) estimate (float64, in test-set order) beside evaluation.json
+EVALUATION_LOG_PX = "evaluation-log-px.npy"
 SUMMARY = "summary.json"
 
 
@@ -81,8 +85,11 @@ def num_classes(spec: DataSpec) -> int | None:
 
 def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_dir: str | None = None,
                  split: str = "test", chunk_mib: int = 0, seed: int = 1234,
-                 device: str = "cpu", save: bool = True, progress: bool = False) -> dict:
-    """Reload a run and evaluate it on exactly the test (or validation) set it was trained with."""
+                 device: str = "cpu", save: bool = True, progress: bool = False,
+                 per_example: bool = False) -> dict:
+    """Reload a run and evaluate it on exactly the test (or validation) set it was trained
+    with. ``per_example`` keeps each example's log p(x) in the result (see
+    :func:`vaekit.evaluation.evaluate`); a saved test evaluation always writes them."""
     device = resolve_device(device)
     model = load_run(run_dir, device=device)
     data = dataset_for_spec(model.data_spec, data_dir)
@@ -90,8 +97,36 @@ def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_di
     y = data.test_labels if split == "test" else data.valid_labels
     result = evaluate(model, x, importance_samples, chunk_mib=chunk_mib, seed=seed,
                       log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian, device=device,
-                      progress=progress, labels=y if model.conditional else None)
+                      progress=progress, labels=y if model.conditional else None,
+                      per_example=True)
     result["split"] = split
     if save and split == "test":
-        ckpt.atomic_write_text(Path(run_dir) / EVALUATION, json.dumps(result, indent=1))
+        save_evaluation(run_dir, result)
+    if not per_example:
+        result.pop("log_px_per_example")
     return result
+
+
+def save_evaluation(run_dir: str | Path, result: dict) -> None:
+    """Write a test evaluation: its per-example log p(x) (when the result has them) first,
+    then ``evaluation.json`` (without them), each atomically."""
+    run_dir = Path(run_dir)
+    values = {k: v for k, v in result.items() if k != "log_px_per_example"}
+    if "log_px_per_example" in result:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(result["log_px_per_example"], dtype=np.float64))
+        ckpt.atomic_write_bytes(run_dir / EVALUATION_LOG_PX, buf.getvalue())
+    ckpt.atomic_write_text(run_dir / EVALUATION, json.dumps(values, indent=1))
+
+
+def saved_log_px(run_dir: str | Path, evaluation: dict) -> np.ndarray | None:
+    """The per-example log p(x) saved with ``evaluation`` (a run's evaluation.json), or None
+    when there are none or they are not that evaluation's (another count or mean)."""
+    try:
+        values = np.load(Path(run_dir) / EVALUATION_LOG_PX, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if (values.ndim != 1 or len(values) != evaluation.get("n_test")
+            or not np.isclose(values.mean(), evaluation.get("log_px", np.nan), rtol=0, atol=1e-6)):
+        return None
+    return values
