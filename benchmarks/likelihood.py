@@ -246,7 +246,8 @@ def main():
               "measures how the images differ and cancels here)")
         print(f"{'run':<28}{'minus':<28}{'Δ log p(x)':>11}{'±':>7}{'Δ/±':>7}")
         for name, base, diff, se in paired:
-            print(f"{name[:27]:<28}{base[:27]:<28}{diff:>+11.3f}{se:>7.3f}{diff / se:>7.1f}")
+            ratio = f"{diff / se:>7.1f}" if se > 0 else f"{'-':>7}"  # a run against itself: 0
+            print(f"{name[:27]:<28}{base[:27]:<28}{diff:>+11.3f}{se:>7.3f}{ratio}")
     if args.parts:
         print("\n# where the evaluation's time goes: one chunk (the evaluation's batch x samples per "
               "chunk), each term of log w timed alone (best of 3) with its FLOPs")
