@@ -146,6 +146,28 @@ def test_a_fork_continues_a_copy_from_the_latest_or_best_checkpoint(tmp_path):
     assert _files(run) == before and not list(tmp_path.glob(".*fork*"))
 
 
+def test_refit_run_trains_on_the_validation_split_and_keeps_its_last_epoch(tmp_path):
+    # data.refit: nothing is held out but the test set, so no validation numbers are logged
+    # and the kept model is the last epoch's; asking for the validation split is refused, and
+    # a resume may not switch refit off (the data would change under the run)
+    run = tmp_path / "refit"
+    res = run_cli("train", *TINY, "--epochs", "3", "--set", "data.refit=true", "--out", str(run),
+                  "--importance-samples", "8")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and not any(k.startswith("valid_") for r in rows for k in r)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["refit"] and summary["best_epoch"] == 3
+    spec = json.loads((run / "data.json").read_text())
+    assert spec["refit"] and spec["sizes"]["valid"] == 0 and spec["sizes"]["train"] == 1797 - 180
+    assert "the last: it trained on the validation split too" in (run / "report.html").read_text()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert_one_error(run_cli("evaluate", str(run), "--split", "valid"), "data.refit", "--split test")
+    assert_one_error(run_cli("train", "--resume", str(run), "--epochs", "4", "--set",
+                             "data.refit=false"), "cannot change", "data.refit")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_evaluate_on_the_validation_split_says_so(trained):
     # `evaluate --split valid` reports the validation set under its own name, never as the
     # test set's numbers, and leaves the run's recorded (test) evaluation as it was

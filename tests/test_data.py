@@ -255,6 +255,40 @@ def test_seeded_split_dynamic_binarisation_and_fixed_test_set():
     assert data.train.min() >= 0 and data.train.max() <= 1 and not torch.equal(data.train, data.train.round())
 
 
+def test_refit_trains_on_the_validation_split_and_keeps_the_test_set(tmp_path):
+    # dynamic binarisation: the validation examples join the training split as grey levels
+    # (drawn anew each epoch like the rest); the held-out draws, and so the test set, are
+    # those of the run without refit
+    plain = load_dataset(cfg("digits", valid_fraction=0.2, test_fraction=0.1))
+    refit = load_dataset(cfg("digits", valid_fraction=0.2, test_fraction=0.1, refit=True))
+    assert refit.spec.sizes == {"test": 180, "valid": 0, "train": 1258 + 359}
+    assert refit.spec.refit and refit.spec.test_sha256 == plain.spec.test_sha256
+    torch.testing.assert_close(refit.test, plain.test, rtol=0, atol=0)
+    torch.testing.assert_close(refit.train[:1258], plain.train, rtol=0, atol=0)
+    joined = refit.train[1258:]
+    assert not torch.equal(joined, joined.round())  # grey, not the held-out binary draw
+    # the held-out draw of each joined example is a Bernoulli draw of its grey levels
+    assert bool((plain.valid[joined == 0] == 0).all()) and bool((plain.valid[joined == 1] == 1).all())
+    assert abs(float(plain.valid.mean() - joined.mean())) < 0.01
+    assert torch.equal(refit.train_labels, torch.cat([plain.train_labels, plain.valid_labels]))
+    assert len(refit.valid) == 0 and len(refit.valid_labels) == 0
+    with pytest.raises(DataError, match=r"data.refit = true.*--split test"):
+        refit.split("valid")
+    # static binarisation: the joined examples keep the very binary values they had
+    write_idx_dataset(tmp_path / "f", n_train=40, gz=False)
+    kw = dict(data_dir=str(tmp_path / "f"), valid_fraction=0.25, binarize="static")
+    plain = load_dataset(cfg("fashion-mnist", **kw))
+    refit = load_dataset(cfg("fashion-mnist", refit=True, **kw))
+    torch.testing.assert_close(refit.train, torch.cat([plain.train, plain.valid]), rtol=0, atol=0)
+    torch.testing.assert_close(refit.test, plain.test, rtol=0, atol=0)
+    # the run's data rebuilt from its data.json, and an older data.json (no refit key)
+    again = dataset_for_spec(type(refit.spec).from_dict(json.loads(json.dumps(refit.spec.to_dict()))))
+    torch.testing.assert_close(again.train, refit.train, rtol=0, atol=0)
+    old = plain.spec.to_dict()
+    del old["refit"]
+    assert len(dataset_for_spec(type(plain.spec).from_dict(old)).valid) == 10
+
+
 def test_rebuilt_dataset_is_checked_against_the_recorded_test_set(tmp_path):
     write_idx_dataset(tmp_path / "f", gz=False)
     data = load_dataset(cfg("fashion-mnist", data_dir=str(tmp_path / "f")))

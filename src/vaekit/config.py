@@ -49,6 +49,10 @@ class DataConfig:
     split_seed: int = 0
     # Use only the first N training examples (0 = all); handy for quick experiments.
     max_train: int = 0
+    # Train on the training and validation splits together (the final fit, once every setting
+    # was chosen on validation): nothing is held out but the test split, so the last epoch is
+    # the one kept and patience has nothing to watch. The test split stays exactly as without.
+    refit: bool = False
     # A folder of images: resize every image to [H, W] ([] = keep; then all must match).
     image_size: list[int] = field(default_factory=list)
     # Download a built-in dataset's missing files into the cache (see `vaekit download`).
@@ -267,6 +271,9 @@ def _validate(cfg: Config) -> None:
     if not sizes or any(v <= 0 for v in sizes):
         raise ConfigError(f"model.latent_dim must be a positive integer or a list of them (one per "
                           f"level, from the data up), got {cfg.model.latent_dim!r}")
+    if cfg.data.refit and cfg.train.restarts > 1:
+        raise ConfigError("data.refit = true trains on the validation split, which train.restarts "
+                          "compares the restarts on; choose the restart first, then refit")
     if cfg.model.conditional and len(sizes) > 1:
         raise ConfigError("model.conditional = true takes one latent level (an integer "
                           "model.latent_dim); conditional hierarchies are not supported")

@@ -47,7 +47,7 @@ def run_split(model, split: str = "test", data_dir: str | None = None) -> Inputs
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be train, valid or test, got {split!r}")
     data = dataset_for_spec(model.data_spec, data_dir)
-    return Inputs(getattr(data, split), getattr(data, f"{split}_labels"), data.spec.class_names,
+    return Inputs(*data.split(split), data.spec.class_names,
                   f"{data.spec.name} ({split} split)")
 
 

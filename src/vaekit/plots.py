@@ -175,7 +175,8 @@ def training_curves(rows: list[dict]):
     for ax, key, title in zip(axes, ("elbo", "reconstruction", "kl"),
                               ("ELBO (nats)", "reconstruction E_q log p(x|z)", "KL(q || p)")):
         ax.plot(epochs, [r[f"train_{key}"] for r in rows], label="train")
-        ax.plot(epochs, [r[f"valid_{key}"] for r in rows], label="validation")
+        if all(f"valid_{key}" in r for r in rows):  # none in a data.refit run
+            ax.plot(epochs, [r[f"valid_{key}"] for r in rows], label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)

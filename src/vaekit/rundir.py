@@ -93,8 +93,7 @@ def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_di
     device = resolve_device(device)
     model = load_run(run_dir, device=device)
     data = dataset_for_spec(model.data_spec, data_dir)
-    x = data.test if split == "test" else data.valid
-    y = data.test_labels if split == "test" else data.valid_labels
+    x, y = data.split(split)
     result = evaluate(model, x, importance_samples, chunk_mib=chunk_mib, seed=seed,
                       log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian, device=device,
                       progress=progress, labels=y if model.conditional else None,

@@ -91,6 +91,8 @@ def writer_lock(run_dir: Path):
 def check_fits(model: VAE, data: Dataset, cfg: Config) -> None:
     """Refuse data that the likelihood or the latent size cannot model."""
     for split in ("train", "valid", "test"):
+        if len(getattr(data, split)) == 0:  # the validation split of a data.refit run
+            continue
         try:
             model.likelihood.check_data(getattr(data, split), f"the {split} split of {data.spec.name!r}")
         except ValueError as e:
@@ -138,7 +140,7 @@ def resume_config(run_dir: str | Path, overrides: list[dict]) -> Config:
     for update in overrides:
         cfg = config_mod.merge(cfg, update, "command-line options")
     now = config_mod.flatten(cfg.to_dict())
-    changed = [k for k in SHAPE_KEYS + ("data.name", "data.split_seed") if now[k] != saved[k]]
+    changed = [k for k in SHAPE_KEYS + ("data.name", "data.split_seed", "data.refit") if now[k] != saved[k]]
     if changed:
         raise ConfigError(f"cannot change {', '.join(changed)} when resuming: they define the "
                           "model and its data; start a new run instead")

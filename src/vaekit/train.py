@@ -539,7 +539,8 @@ class Trainer:
         return {"epochs": self.state.epoch, "steps": self.state.step, "best_epoch": self.state.best_epoch,
                 "best_valid_objective": self.state.best, "interrupted": interrupted,
                 "stopped_early": stopped_early, "train_seconds": round(self.state.seconds, 3),
-                "world_size": self.world.size, "engine": self.engine}
+                "world_size": self.world.size, "engine": self.engine,
+                "refit": bool(getattr(getattr(self.data, "spec", None), "refit", False))}
 
     @property
     def steps_per_epoch(self) -> int:

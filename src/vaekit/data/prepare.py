@@ -111,6 +111,9 @@ def prepare_dataset(raw: RawData, data_cfg, likelihood: str = "auto",
         for s in ("valid", "test") + (("train",) if binarize == "static" else ()):
             tensors[s] = torch.bernoulli(tensors[s], generator=gen)
 
+    if getattr(data_cfg, "refit", False):
+        tensors, labels = _join_valid(tensors, labels, splits["valid"], binarize)
+
     shift = scale = None
     if scaling == "standardize":
         flat = tensors["train"].reshape(len(tensors["train"]), -1).double()
@@ -127,12 +130,26 @@ def prepare_dataset(raw: RawData, data_cfg, likelihood: str = "auto",
         class_names=raw.class_names, shift=shift, scale=scale,
         data_dir=str(data_dir.resolve()) if data_dir else "",
         image_size=list(image_size) if image_size else None,
+        refit=bool(getattr(data_cfg, "refit", False)),
     )
     tensors = {s: spec.transform(t).contiguous() for s, t in tensors.items()}
     spec.test_sha256 = hashlib.sha256(tensors["test"].numpy().tobytes()).hexdigest()
     label_t = {s: (torch.from_numpy(np.asarray(y)) if y is not None else None) for s, y in labels.items()}
     return Dataset(spec, tensors["train"], tensors["valid"], tensors["test"],
                    label_t["train"], label_t["valid"], label_t["test"])
+
+
+def _join_valid(tensors: dict, labels: dict, raw_valid: np.ndarray, binarize: str):
+    """data.refit: the validation examples appended to the training split, as that split
+    holds them (grey levels under dynamic binarisation, the once-drawn binary values under
+    static), and an empty validation split. The held-out splits were binarised first, so
+    the test split is the same as without refit."""
+    valid = tensors["valid"] if binarize == "static" else torch.from_numpy(
+        np.ascontiguousarray(raw_valid, dtype=np.float32))
+    tensors = {**tensors, "train": torch.cat([tensors["train"], valid]), "valid": valid[:0]}
+    y_train, y_valid = labels["train"], labels["valid"]
+    joined = None if y_train is None or y_valid is None else np.concatenate([y_train, y_valid])
+    return tensors, {**labels, "train": joined, "valid": None if joined is None else y_valid[:0]}
 
 
 def _split(raw: RawData, cfg) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
@@ -167,7 +184,8 @@ def dataset_for_spec(spec: DataSpec, data_dir: str | None = None) -> Dataset:
     cfg = DataConfig(name=name, data_dir=data_dir or spec.data_dir, binarize=spec.binarize,
                      scaling=spec.scaling, valid_fraction=spec.valid_fraction,
                      test_fraction=spec.test_fraction, split_seed=spec.split_seed,
-                     max_train=spec.max_train, image_size=list(spec.image_size or []))
+                     max_train=spec.max_train, image_size=list(spec.image_size or []),
+                     refit=spec.refit)
     data = load_dataset(cfg, spec.likelihood)
     if spec.test_sha256 and data.spec.test_sha256 != spec.test_sha256:
         raise DataError(f"the test set of {name!r} differs from the one this run was trained with "

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..errors import DataError
+
 
 
 # ----------------------------------------------------------------------------- records
@@ -49,6 +51,7 @@ class DataSpec:
     test_sha256: str = ""
     data_dir: str = ""
     image_size: list[int] | None = None  # (H, W) a folder of images was resized to
+    refit: bool = False  # the validation split joined the training split (data.refit)
 
     @property
     def log_abs_det_jacobian(self) -> float:
@@ -97,6 +100,14 @@ class Dataset:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.spec.shape)
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A split's examples and labels (None when unlabelled); refused with one line when
+        the split was trained on (the validation split of a ``data.refit`` run)."""
+        if name == "valid" and self.spec.refit:
+            raise DataError(f"this run trained on the validation split of {self.spec.name!r} "
+                            "(data.refit = true), so it has none held out; use --split test")
+        return getattr(self, name), getattr(self, f"{name}_labels")
 
     def train_epoch(self, generator: torch.Generator) -> torch.Tensor:
         """The training inputs for one epoch: fresh Bernoulli draws under dynamic binarisation."""

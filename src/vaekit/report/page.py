@@ -125,7 +125,8 @@ def _training_line(run_dir: Path) -> str:
         return ""
     procs = summary.get("world_size", 1)
     line = (f" Trained {summary['epochs']} epochs (the kept model is epoch {summary['best_epoch']}, "
-            f"the best on validation) in {summary['train_seconds']:.0f} s"
+            f"{'the last: it trained on the validation split too' if summary.get('refit') else 'the best on validation'})"
+            f" in {summary['train_seconds']:.0f} s"
             f"{f' on {procs} processes' if procs > 1 else ''}"
             f"{', stopped early' if summary.get('stopped_early') else ''}.")
     restarts = summary.get("restarts")
