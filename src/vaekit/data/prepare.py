@@ -111,7 +111,7 @@ def prepare_dataset(raw: RawData, data_cfg, likelihood: str = "auto",
         for s in ("valid", "test") + (("train",) if binarize == "static" else ()):
             tensors[s] = torch.bernoulli(tensors[s], generator=gen)
 
-    if getattr(data_cfg, "refit", False):
+    if data_cfg.refit:
         tensors, labels = _join_valid(tensors, labels, splits["valid"], binarize)
 
     shift = scale = None
@@ -130,7 +130,7 @@ def prepare_dataset(raw: RawData, data_cfg, likelihood: str = "auto",
         class_names=raw.class_names, shift=shift, scale=scale,
         data_dir=str(data_dir.resolve()) if data_dir else "",
         image_size=list(image_size) if image_size else None,
-        refit=bool(getattr(data_cfg, "refit", False)),
+        refit=bool(data_cfg.refit),
     )
     tensors = {s: spec.transform(t).contiguous() for s, t in tensors.items()}
     spec.test_sha256 = hashlib.sha256(tensors["test"].numpy().tobytes()).hexdigest()
