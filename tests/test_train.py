@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 import vaekit
 from vaekit.errors import TrainingDiverged
 from vaekit.runs import train_and_evaluate
-from vaekit.train import LATEST
+from vaekit.train import BEST, LATEST
 
 from conftest import tiny_config
 
@@ -63,7 +63,8 @@ def stop_after(steps):
 @pytest.mark.parametrize("stop_at", [46, 30])  # 23 batches an epoch: an epoch's end, mid-epoch
 @pytest.mark.parametrize("extra", [{}, {"engine": "autograd"},
                                    {"lr_schedule": "cosine", "warmup_epochs": 1,
-                                    "importance_samples": 3, "grad_clip": 5.0}])
+                                    "importance_samples": 3, "grad_clip": 5.0},
+                                   {"ema_decay": 0.95}])
 def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, extra, stop_at):
     cfg = tiny_config(train={"epochs": 4, **extra})
     train_and_evaluate(cfg, tmp_path / "full")
@@ -73,8 +74,9 @@ def test_interrupted_and_resumed_run_ends_bit_identical(tmp_path, extra, stop_at
     train_and_evaluate(cfg, tmp_path / "cut", resume=True)
 
     a, b = _params(tmp_path / "full"), _params(tmp_path / "cut")
-    keys = [k for k in a if k.startswith(("model.", "optim."))]
+    keys = [k for k in a if k.startswith(("model.", "optim.", "ema."))]
     assert keys and all(torch.equal(a[k], b[k]) for k in keys)
+    assert any(k.startswith("ema.") for k in keys) == bool(extra.get("ema_decay"))
     assert [r["valid_elbo"] for r in metrics(tmp_path / "full")] == \
            [r["valid_elbo"] for r in metrics(tmp_path / "cut")]
 
@@ -240,3 +242,39 @@ def test_grad_normalize_gives_the_optimiser_unit_norm_gradients(tmp_path, monkey
     assert norms
     close = [abs(n - 1.0) < 1e-5 for n in norms]
     assert all(close) if normalize else not all(close)
+
+
+def test_weight_average_follows_its_formula_and_is_what_the_run_keeps(tmp_path):
+    """train.ema_decay = d: after every step w_avg = d w_avg + (1 - d) w, begun at the first
+    step's weights (computed here from the weights seen after each step); validation reads
+    the average, and the run keeps and evaluates it, not the trained weights."""
+    d = 0.8
+    cfg = tiny_config(train={"epochs": 2, "ema_decay": d})
+    seen = []
+
+    def record(trainer):
+        seen.append({k: v.detach().clone() for k, v in trainer.model.named_parameters()})
+        kept.append(trainer)
+
+    kept = []
+    train_and_evaluate(cfg, tmp_path / "run", callbacks={"on_batch_end": [record]})
+    trainer = kept[-1]
+    expected = dict(seen[0])
+    for w in seen[1:]:
+        expected = {k: d * expected[k] + (1 - d) * w[k] for k in expected}
+    average = dict(trainer.ema.module.named_parameters())
+    for k, v in expected.items():
+        torch.testing.assert_close(average[k], v, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(average[k], seen[-1][k])
+    # the validation numbers are the average's: the same as the model given its weights
+    logged = metrics(tmp_path / "run")[-1]
+    ema, trainer.ema = trainer.ema, None
+    trainer.model.load_state_dict(ema.module.state_dict())
+    assert trainer.validate()["elbo"] == pytest.approx(logged["valid_elbo"], rel=1e-6)
+    # what the run keeps is the best checkpoint's average, not its trained weights
+    best = load_file(str(tmp_path / "run" / BEST))
+    vae = vaekit.load_run(tmp_path / "run")
+    for k, v in vae.named_parameters():
+        torch.testing.assert_close(v, best[f"ema.module.{k}"], rtol=0, atol=0)
+    assert not all(torch.equal(best[f"ema.module.{k}"], best[f"model.{k}"]) for k in expected)
+

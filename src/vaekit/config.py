@@ -137,6 +137,12 @@ class TrainConfig:
     # (after any clipping), as the "AdamNormGrad" of Tomczak & Welling's VampPrior code:
     # every tensor then moves at the rate's pace whatever the size of its gradient.
     grad_normalize: bool = False
+    # Polyak averaging: keep an exponential moving average of the weights,
+    # w_avg <- d w_avg + (1 - d) w after every optimiser step (begun at the first step's
+    # weights), as PixelCNN++, IAF and VDVAE evaluate their models. The average is what is
+    # validated, kept as the best model, evaluated and loaded from the run; the trained
+    # weights go on training. 0 = off; 0.999 to 0.9999 are usual.
+    ema_decay: float = 0.0
     # Stop after this many epochs without a better validation objective (0 = never).
     patience: int = 0
     # Restarts (like scikit-learn's n_init): train this many fresh initialisations for
@@ -271,6 +277,9 @@ def _validate(cfg: Config) -> None:
     if not sizes or any(v <= 0 for v in sizes):
         raise ConfigError(f"model.latent_dim must be a positive integer or a list of them (one per "
                           f"level, from the data up), got {cfg.model.latent_dim!r}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0 or not math.isfinite(cfg.train.ema_decay):
+        raise ConfigError(f"train.ema_decay must lie in [0, 1) (0 = no weight average; 0.999 is "
+                          f"usual), got {cfg.train.ema_decay!r}")
     if cfg.data.refit and cfg.train.restarts > 1:
         raise ConfigError("data.refit = true trains on the validation split, which train.restarts "
                           "compares the restarts on; choose the restart first, then refit")

@@ -20,7 +20,7 @@ from .devices import resolve_device
 from .errors import CheckpointError, ConfigError
 from .evaluation import evaluate
 from .model import VAE, build_vae
-from .train import BEST, LATEST, load_model_state
+from .train import BEST, LATEST, kept_weights, load_model_state
 
 
 CONFIG = "config.toml"
@@ -73,7 +73,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     path = run_dir / (BEST if which == "best" else LATEST)
     tensors, meta = ckpt.load(path)
     model = build_vae(cfg.model, tuple(spec.shape), spec.likelihood, num_classes=num_classes(spec))
-    load_model_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    load_model_state(model, kept_weights(tensors), path)
     model.data_spec = spec
     return model.to(device).eval()
 

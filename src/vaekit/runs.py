@@ -38,7 +38,7 @@ from .evaluation import evaluate
 from .model import VAE, build_vae
 from .rundir import (CONFIG, DATA, SUMMARY, check_run_dir, num_classes, read_config,
                      read_data_spec, save_evaluation)
-from .train import BEST, LATEST, METRICS, Trainer, load_model_state, resolve_device
+from .train import BEST, LATEST, METRICS, Trainer, kept_weights, load_model_state, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -292,8 +292,7 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
     if summary["interrupted"] or not world.main:
         return summary
     tensors, _ = ckpt.load(run_dir / BEST)
-    load_model_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-                     run_dir / BEST)
+    load_model_state(model, kept_weights(tensors), run_dir / BEST)
     k = evaluate_samples or cfg.eval.importance_samples
     result = evaluate(model, data.test, k, chunk_mib=cfg.eval.chunk_mib, seed=cfg.eval.seed,
                       log_abs_det_jacobian=data.spec.log_abs_det_jacobian, device=trainer.device,

@@ -22,6 +22,10 @@
   rank 0 writes files.
 - Without a run directory (``run_dir=None``, as the scikit-learn estimator uses it) nothing
   is written: the best weights are kept in memory.
+- Weight averaging (``train.ema_decay``): torch's ``AveragedModel`` keeps an exponential
+  moving average of the weights, updated after every step; validation reads the average and
+  the checkpoints hold it beside the trained weights (``ema.*``), so what a run keeps and
+  evaluates is the average (:func:`kept_weights`) and a resume continues both exactly.
 """
 
 from __future__ import annotations
@@ -159,6 +163,23 @@ def make_scheduler(optimizer, cfg):
 _SCHEDULE_KEYS = ("lr", "lr_schedule", "lr_gamma", "lr_decay_start", "epochs")
 
 
+def make_ema(model: nn.Module, decay: float):
+    """torch's AveragedModel keeping w_avg <- decay w_avg + (1 - decay) w (None when 0)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+    return ema.eval().requires_grad_(False)
+
+
+def kept_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model weights a checkpoint keeps: the weight average's where it holds one
+    (``train.ema_decay``), else the trained weights."""
+    avg = {k[len("ema.module."):]: v for k, v in tensors.items() if k.startswith("ema.module.")}
+    return avg or {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
 def check_interval(device: torch.device) -> int:
     """Steps between the NaN guard's and the stop request's checks: every step on a CPU,
     where a check costs nothing, every CHECK_EVERY steps elsewhere."""
@@ -244,6 +265,7 @@ class Trainer:
             # no buffer changes during training (priors' constants): nothing to broadcast
             self.step_module = DistributedDataParallel(self.step_module, device_ids=ids,
                                                        broadcast_buffers=False)
+        self.ema = make_ema(self.model, cfg.train.ema_decay)
         self.optimizer = make_optimizer(model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.scaler = make_grad_scaler(self.device) if cfg.train.precision == "fp16" else None
@@ -305,6 +327,9 @@ class Trainer:
         tensors: dict[str, torch.Tensor] = {}
         for k, v in self.model.state_dict().items():
             tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+        if self.ema is not None:
+            for k, v in self.ema.state_dict().items():
+                tensors[f"ema.{k}"] = v.detach().cpu().contiguous()
         optim = ckpt.split_state(self.optimizer.state_dict(), "optim", tensors)
         sched = ckpt.split_state(self.scheduler.state_dict(), "sched", tensors) if self.scheduler else None
         tensors.update(ckpt.rng_state())
@@ -328,7 +353,8 @@ class Trainer:
     def save(self, best: bool = False) -> None:
         if self.run_dir is None:
             if best:
-                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best_weights = {k: v.detach().clone()
+                                     for k, v in self.kept_model.state_dict().items()}
             return
         if not self.world.main:
             return
@@ -344,6 +370,9 @@ class Trainer:
             raise CheckpointError(f"{path} holds no training state")
         model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         load_model_state(self.model, model_state, self.run_dir)
+        ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if self.ema is not None and ema_state:  # else an average begun now, at the next step
+            load_model_state(self.ema, ema_state, self.run_dir)
         saved_train = meta.get("config", {}).get("train", {})
         defaults = TrainConfig()
         changed = [k for k in _SCHEDULE_KEYS
@@ -461,23 +490,29 @@ class Trainer:
         x = self.data.valid
         if x is None or len(x) == 0:
             return None
-        self.model.eval()
+        kept = self.kept_model
+        kept.eval()
         bs = max(self.cfg.train.batch_size, 256)
         gen = torch.Generator().manual_seed(self.valid_seed)
         sums = {"objective": 0.0, "elbo": 0.0, "reconstruction": 0.0, "kl": 0.0}
         labels = self.data.valid_labels if self.conditional else None
         for i in range(0, len(x), bs):
             xb = x[i:i + bs].to(self.device)
-            model = self.model.given(labels[i:i + bs].to(self.device)) if self.conditional else self.model
-            noise = torch.randn(self.samples, len(xb), *self.model.noise_shape, generator=gen)
+            model = kept.given(labels[i:i + bs].to(self.device)) if self.conditional else kept
+            noise = torch.randn(self.samples, len(xb), *kept.noise_shape, generator=gen)
             with _autocast(self.device, self.cfg.train.precision):
                 terms = self.objective(model, xb, self.cfg.train.beta, noise.to(self.device))
             sums["objective"] += float(-terms.loss.sum())
             sums["elbo"] += float(terms.elbo.sum())
             sums["reconstruction"] += float(terms.reconstruction.sum())
             sums["kl"] += float(terms.kl.sum())
-        self.model.train()
+        self.model.train()  # (the average is never trained: it stays in eval mode)
         return {k: v / len(x) for k, v in sums.items()}
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """The model that is validated and kept: the weight average, else the model."""
+        return self.ema.module if self.ema is not None else self.model
 
     def request_stop(self) -> None:
         """Stop at the next batch boundary and save the exact position (what Ctrl-C does)."""
@@ -641,6 +676,8 @@ class Trainer:
         elif not (self._stepped and adam_step(self.optimizer)):
             self.optimizer.step()  # the first step of a fit: creates the state
             self._stepped = True
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         sums.add(terms, len(xb))
         self.state.step += 1
         self.state.batch = b + 1
