@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from vaekit.sklearn import VAE
@@ -85,6 +86,29 @@ def test_training_goes_through_vaekits_trainer(blobs, monkeypatch):
     monkeypatch.setattr(train.Trainer, "fit", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
     VAE(**FAST).fit(blobs)
     assert calls == [1]
+
+
+def test_weight_average_is_the_fitted_model(blobs, monkeypatch):
+    # ema_decay: the estimator's model is the trainer's weight average, not its last weights
+    from vaekit import train
+
+    seen = []
+    real = train.Trainer.fit
+
+    def fit(self, *a, **k):
+        out = real(self, *a, **k)
+        seen.append(({n: p.detach().clone() for n, p in self.model.named_parameters()},
+                     dict(self.ema.module.named_parameters())))
+        return out
+
+    monkeypatch.setattr(train.Trainer, "fit", fit)
+    vae = VAE(**{**FAST, "ema_decay": 0.9}).fit(blobs)
+    trained, average = seen[0]
+    for k, v in vae.model_.named_parameters():
+        torch.testing.assert_close(v, average[k].double(), rtol=0, atol=0)
+    assert not all(torch.equal(average[k], trained[k]) for k in average)
+    with pytest.raises(ValueError, match=r"train.ema_decay"):
+        VAE(**{**FAST, "ema_decay": 1.5}).fit(blobs)
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(blobs):
