@@ -123,6 +123,7 @@ CASES = [
     ("bad-image-size", lambda d, g: ["train", "--set", "data.image_size=[0, 5]"], ["data.image_size"]),
     ("unknown-option-value", lambda d, g: ["train", "--prior", "cauchy"], ["model.prior", "cauchy"]),
     ("ema-decay-one", lambda d, g: ["train", *TINY, "--set", "train.ema_decay=1", "--out", str(d / "r")], ["train.ema_decay", "[0, 1)"]),
+    ("weight-decay-negative", lambda d, g: ["train", *TINY, "--set", "train.weight_decay=-0.1", "--out", str(d / "r")], ["train.weight_decay", "zero or positive"]),
     ("refit-with-restarts", lambda d, g: ["train", *TINY, "--set", "data.refit=true", "--set", "train.restarts=3", "--out", str(d / "r")], ["data.refit", "train.restarts"]),
     ("existing-run-dir", lambda d, g: ["train", *TINY, "--out", str(g)], ["already exists", "--resume"]),
     # run directories and checkpoints

@@ -111,6 +111,24 @@ def test_weight_average_is_the_fitted_model(blobs, monkeypatch):
         VAE(**{**FAST, "ema_decay": 1.5}).fit(blobs)
 
 
+def test_weight_decay_reaches_the_optimiser(blobs, monkeypatch):
+    from vaekit import train
+
+    seen = []
+    real = train.Trainer.fit
+
+    def fit(self, *a, **k):
+        seen.append(sorted(g["weight_decay"] for g in self.optimizer.param_groups))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(train.Trainer, "fit", fit)
+    VAE(**{**FAST, "weight_decay": 0.25}).fit(blobs)
+    VAE(**FAST).fit(blobs)
+    assert seen == [[0.0, 0.25], [0.0]]
+    with pytest.raises(ValueError, match=r"train.weight_decay"):
+        VAE(**{**FAST, "weight_decay": -1.0}).fit(blobs)
+
+
 def test_early_stopping_keeps_the_best_validation_epoch(blobs):
     vae = VAE(latent_dim=2, hidden=(32,), epochs=40, early_stopping=True, patience=3,
               random_state=0).fit(blobs)

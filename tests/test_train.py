@@ -278,3 +278,55 @@ def test_weight_average_follows_its_formula_and_is_what_the_run_keeps(tmp_path):
         torch.testing.assert_close(v, best[f"ema.module.{k}"], rtol=0, atol=0)
     assert not all(torch.equal(best[f"ema.module.{k}"], best[f"model.{k}"]) for k in expected)
 
+
+
+def test_weight_decay_is_decoupled_and_spares_biases_and_pseudo_inputs(tmp_path):
+    """train.weight_decay = wd (AdamW): the first step moves a layer's weight matrix to
+    w (1 - lr wd) - lr g / (|g| + eps) (Adam's first step, m and v bias-corrected to g and
+    g^2, plus the decoupled shrink), and every other parameter (biases, the VampPrior's
+    pseudo-inputs) to w - lr g / (|g| + eps) alone; computed here from the weights and
+    gradients the optimiser saw."""
+    lr, wd, eps = 1e-2, 0.5, 1e-8
+    cfg = tiny_config(train={"epochs": 1, "lr": lr, "weight_decay": wd},
+                      model={"prior": "vamp", "prior_components": 4})
+    before, after = [], []
+
+    def pre(optimizer, args, kwargs):
+        if not before:
+            before.extend((id(p), p.detach().clone(), p.grad.detach().clone())
+                          for g in optimizer.param_groups for p in g["params"])
+
+    def post(optimizer, args, kwargs):
+        if not after:
+            after.append({id(p): p.detach().clone() for g in optimizer.param_groups for p in g["params"]})
+
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+    handles = [register_optimizer_step_pre_hook(pre), register_optimizer_step_post_hook(post)]
+    kept = []
+    try:
+        train_and_evaluate(cfg, tmp_path / "run", callbacks={"on_epoch_end": [lambda t, row: kept.append(t)]})
+    finally:
+        for h in handles:
+            h.remove()
+    model = kept[0].model
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {n for n, p in model.named_parameters() if p.ndim == 2 and n.endswith(".weight")
+               and "prior" not in n}
+    assert decayed and any("pseudo" in n or "prior" in n for n in names.values())
+    for pid, w0, g in before:
+        shrink = 1 - lr * wd if names[pid] in decayed else 1.0
+        expected = w0 * shrink - lr * g / (g.abs() + eps)
+        torch.testing.assert_close(after[0][pid], expected, rtol=1e-5, atol=1e-6, msg=names[pid])
+
+
+def test_weight_decay_changes_on_resume_but_is_not_switched_on_or_off(tmp_path):
+    from vaekit.errors import CheckpointError
+    run = tmp_path / "run"
+    train_and_evaluate(tiny_config(train={"epochs": 1, "weight_decay": 0.1}), run)
+    kept = []
+    train_and_evaluate(tiny_config(train={"epochs": 2, "weight_decay": 0.3}), run, resume=True,
+                       callbacks={"on_epoch_end": [lambda t, row: kept.append(t)]})
+    groups = kept[0].optimizer.param_groups
+    assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.3]
+    with pytest.raises(CheckpointError, match="weight_decay"):
+        train_and_evaluate(tiny_config(train={"epochs": 3, "weight_decay": 0.0}), run, resume=True)

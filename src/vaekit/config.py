@@ -143,6 +143,11 @@ class TrainConfig:
     # validated, kept as the best model, evaluated and loaded from the run; the trained
     # weights go on training. 0 = off; 0.999 to 0.9999 are usual.
     ema_decay: float = 0.0
+    # Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): every step also shrinks the
+    # weight matrices of the linear and convolutional layers by lr * weight_decay of
+    # themselves; biases, prior parameters and pseudo-inputs are not decayed. A regulariser
+    # against over-fitting. 0 = off (plain Adam); 0.01 is AdamW's own default.
+    weight_decay: float = 0.0
     # Stop after this many epochs without a better validation objective (0 = never).
     patience: int = 0
     # Restarts (like scikit-learn's n_init): train this many fresh initialisations for
@@ -241,7 +246,7 @@ _POSITIVE = (
 _NON_NEGATIVE = (
     "train.beta", "train.warmup_epochs", "train.grad_clip", "train.patience",
     "train.lr_decay_start", "train.threads", "data.max_train", "eval.chunk_mib",
-    "train.restart_epochs",
+    "train.restart_epochs", "train.weight_decay",
 )
 
 

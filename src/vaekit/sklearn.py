@@ -59,6 +59,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     train_samples : K > 1 trains the importance-weighted bound L_K.
     ema_decay : d > 0 keeps (and validates) an exponential moving average of the weights,
         updated after every step with decay d (Polyak averaging); 0 keeps the weights.
+    weight_decay : decoupled weight decay of the layers' weight matrices (AdamW); 0 = off.
     early_stopping, validation_fraction, patience : hold out a fraction of X and keep the
         epoch with the best validation objective; off by default (the last epoch is kept).
     importance_samples : K for ``score_samples``.
@@ -69,7 +70,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     def __init__(self, latent_dim=2, hidden=(128, 64), activation="relu", gated=False,
                  likelihood="auto", sigma=0.1, prior="normal", epochs=50, batch_size=128,
                  lr=1e-3, beta=1.0, warmup_epochs=0, train_samples=1, ema_decay=0.0,
-                 early_stopping=False,
+                 weight_decay=0.0, early_stopping=False,
                  validation_fraction=0.1, patience=10, importance_samples=100,
                  random_state=None, device="cpu"):
         self.latent_dim = latent_dim
@@ -86,6 +87,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.warmup_epochs = warmup_epochs
         self.train_samples = train_samples
         self.ema_decay = ema_decay
+        self.weight_decay = weight_decay
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.patience = patience
@@ -111,6 +113,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                       "warmup_epochs": int(self.warmup_epochs),
                       "importance_samples": int(self.train_samples),
                       "ema_decay": float(self.ema_decay),
+                      "weight_decay": float(self.weight_decay),
                       "patience": int(self.patience) if self.early_stopping else 0,
                       "seed": seed, "device": self.device, "progress": False},
             "report": {"enabled": False},
