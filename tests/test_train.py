@@ -279,7 +279,6 @@ def test_weight_average_follows_its_formula_and_is_what_the_run_keeps(tmp_path):
     assert not all(torch.equal(best[f"ema.module.{k}"], best[f"model.{k}"]) for k in expected)
 
 
-
 def test_weight_decay_is_decoupled_and_spares_biases_and_pseudo_inputs(tmp_path):
     """train.weight_decay = wd (AdamW): the first step moves a layer's weight matrix to
     w (1 - lr wd) - lr g / (|g| + eps) (Adam's first step, m and v bias-corrected to g and
