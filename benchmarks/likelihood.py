@@ -5,6 +5,9 @@ evaluate on the full test set with K importance samples (5000 by default), print
     python benchmarks/likelihood.py --preset bmnist-vae --data-dir ../shared/data --out runs/bmnist-vae
     # evaluate runs that already exist (the numbers in benchmarks/RESULTS.md)
     python benchmarks/likelihood.py --run runs/bmnist-vae --run runs/fmnist-vae --data-dir ../shared/data
+    # keep the estimates in the runs (--save), then compare them image by image without evaluating again
+    python benchmarks/likelihood.py --run runs/a --data-dir ../shared/data --save
+    python benchmarks/likelihood.py --run runs/a --run runs/b --data-dir ../shared/data --reuse
 
 The evaluation is vaekit's own (`vaekit.evaluate_run`, what `vaekit evaluate RUN -k 5000`
 runs), with its fixed seed; its wall time is printed too. NLL = -log p(x) in nats per
@@ -176,6 +179,10 @@ def main():
     ap.add_argument("--reuse", action="store_true",
                     help="take RUN/evaluation.json when it was made with the same K on the full "
                          "test set (what `train` wrote), instead of evaluating again")
+    ap.add_argument("--save", action="store_true",
+                    help="write each fresh evaluation into its run (evaluation.json and each test "
+                         "image's estimate), as `vaekit evaluate RUN -k K` does, so that a later "
+                         "--reuse pairs it image by image with other runs")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,7 +207,7 @@ def main():
             per_example = saved_log_px(run, saved)  # None for a run evaluated before they were kept
         else:
             ev, reused = evaluate_run(run, args.importance_samples, data_dir=args.data_dir,
-                                      device=args.device, save=False, per_example=True), False
+                                      device=args.device, save=args.save, per_example=True), False
             per_example = ev.pop("log_px_per_example")
         rows.append({
             "run": str(run), "data": cfg.data.name, "prior": cfg.model.prior,

@@ -66,7 +66,16 @@ def test_likelihood_benchmark_compares_runs_image_by_image(tmp_path):
     rows, paired = table("-k", "7")
     assert float(paired[0][2]) == pytest.approx(float(rows["s1"][3]) - float(rows["s0"][3]), abs=2e-3)
     assert np.array_equal(np.load(runs[0] / "evaluation-log-px.npy"), a)
+    # with --save the fresh evaluation replaces the run's, and --reuse then pairs it unchanged
+    rows7, paired7 = table("-k", "7", "--save")
+    for run in runs:
+        ev = json.loads((run / "evaluation.json").read_text())
+        assert ev["importance_samples"] == 7
+        assert np.load(run / "evaluation-log-px.npy").mean() == pytest.approx(ev["log_px"], abs=1e-9)
+    assert float(rows7["s1"][3]) == pytest.approx(float(rows["s1"][3]), abs=1e-3)
+    rows, paired = table("-k", "7", "--reuse")
+    assert set(rows) == {"s0", "s1"} and float(paired[0][2]) == pytest.approx(float(paired7[0][2]), abs=1e-3)
     # a run evaluated before the estimates were kept is listed, just not paired
     (runs[1] / "evaluation-log-px.npy").unlink()
-    rows, paired = table("-k", "12", "--reuse")
+    rows, paired = table("-k", "7", "--reuse")
     assert set(rows) == {"s0", "s1"} and paired == []
