@@ -245,9 +245,10 @@ def test_latent_levels_are_parsed_and_checked(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_conv_hierarchy_trains(tmp_path):
-    cfg = tiny_config(model={"latent_dim": [4, 2], "architecture": "conv", "conv_channels": [8]},
-                      report={"enabled": False})
+@pytest.mark.parametrize("gated", [False, True])
+def test_conv_hierarchy_trains(tmp_path, gated):
+    cfg = tiny_config(model={"latent_dim": [4, 2], "architecture": "conv", "conv_channels": [8],
+                             "gated": gated}, report={"enabled": False})
     summary = train_and_evaluate(cfg, tmp_path / "run")
     assert math.isfinite(summary["evaluation"]["log_px"])
     assert isinstance(load_run(tmp_path / "run"), HierarchicalVAE)

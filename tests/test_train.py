@@ -154,18 +154,83 @@ def test_nan_guard_names_the_quantity_and_keeps_last_good_checkpoint(tmp_path):
     assert (tmp_path / "run" / LATEST).read_bytes() == before
 
 
-def test_conv_model_round_trips_odd_image_sizes():
+@pytest.mark.parametrize("gated", [False, True])
+def test_conv_model_round_trips_odd_image_sizes(gated):
     from vaekit.config import ModelConfig
     from vaekit.model import build_vae
 
     for shape in [(1, 28, 28), (3, 13, 17), (2, 9, 8)]:
-        cfg = ModelConfig(architecture="conv", latent_dim=3, conv_channels=[4, 8], hidden=[16])
+        cfg = ModelConfig(architecture="conv", latent_dim=3, conv_channels=[4, 8], hidden=[16],
+                          gated=gated)
         vae = build_vae(cfg, shape, "bernoulli")
         x = torch.rand(2, *shape)
         assert vae.encode(x).mean.shape == (2, 3)
         assert vae.decode(torch.randn(5, 2, 3)).mean.shape == (5, 2, *shape)
     with pytest.raises(ValueError, match="too small"):
         build_vae(ModelConfig(architecture="conv", conv_channels=[4, 4, 4, 4]), (1, 4, 4), "bernoulli")
+
+
+def test_gated_conv_layers_match_an_independent_reference():
+    # model.gated with the conv architecture gates every hidden unit, the convolutions' too:
+    # h = a(conv_1(x)) * sigmoid(conv_2(x)) (Tomczak & Welling's GatedConv2d). With a = identity
+    # (activation "linear", as the hierarchical presets) the gate is the only non-linearity,
+    # so a network that ignored model.gated in its conv layers would be affine in z.
+    import torch.nn.functional as F
+
+    from vaekit.config import ModelConfig
+    from vaekit.model import build_vae
+    from vaekit.networks import GatedConv, GatedLinear
+
+    torch.manual_seed(0)
+    shape, channels = (1, 13, 17), [4, 6]
+    cfg = ModelConfig(architecture="conv", latent_dim=3, conv_channels=channels, hidden=[5],
+                      gated=True, activation="linear")
+    vae = build_vae(cfg, shape, "bernoulli")
+    enc, dec = vae.encoder, vae.decoder
+    x = torch.rand(2, *shape)
+
+    def halves(conv, h, op, **kw):
+        w, b = conv.weight, conv.bias
+        c = b.shape[0] // 2
+        cut = (slice(None), slice(0, c)) if op is F.conv_transpose2d else (slice(0, c),)
+        rest = (slice(None), slice(c, None)) if op is F.conv_transpose2d else (slice(c, None),)
+        return op(h, w[cut], b[:c], **kw) * torch.sigmoid(op(h, w[rest], b[c:], **kw))
+
+    def gated_linear(layer, h):
+        w, b = layer.linear.weight, layer.linear.bias
+        c = b.shape[0] // 2
+        return F.linear(h, w[:c], b[:c]) * torch.sigmoid(F.linear(h, w[c:], b[c:]))
+
+    # encoder: two gated stride-2 convolutions, a gated hidden layer, a linear output
+    h = x
+    for layer in enc.convs:
+        h = halves(layer.conv, h, F.conv2d, stride=2, padding=1)
+    h = gated_linear(enc.head[0], h.flatten(1))
+    out = F.linear(h, enc.head[1].weight, enc.head[1].bias)
+    torch.testing.assert_close(enc(x).flatten(1), out)
+    # decoder: gated hidden layer, gated map to the first feature map, a gated transposed
+    # convolution, and a plain transposed convolution to the logits
+    z = torch.randn(2, 3)
+    h = gated_linear(dec.head[1], gated_linear(dec.head[0], z)).reshape(2, *dec.start)
+    up = dec.deconvs[0].conv
+    h = halves(up, h, F.conv_transpose2d, stride=2, padding=1, output_padding=up.output_padding)
+    last = dec.deconvs[1]
+    h = F.conv_transpose2d(h, last.weight, last.bias, stride=2, padding=1,
+                           output_padding=last.output_padding)
+    torch.testing.assert_close(dec(z).reshape(h.shape), h)
+    assert [type(m) for m in dec.head] == [GatedLinear, GatedLinear]
+    assert sum(isinstance(m, GatedConv) for m in vae.modules()) == 3  # every hidden conv
+    # not affine in z: f(a + b) - f(a) - f(b) + f(0) is far from zero
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    second = dec(a + b) - dec(a) - dec(b) + dec(torch.zeros(2, 3))
+    assert second.abs().max() > 1e-3
+    # without gating the layers (and so the names of saved runs' weights) are as before
+    plain = build_vae(ModelConfig(architecture="conv", latent_dim=3, conv_channels=channels,
+                                  hidden=[5]), shape, "bernoulli")
+    assert [k for k in plain.state_dict() if k.endswith("weight")] == [
+        "encoder.convs.0.weight", "encoder.convs.2.weight", "encoder.head.0.weight",
+        "encoder.head.2.weight", "decoder.head.0.0.weight", "decoder.head.0.2.weight",
+        "decoder.deconvs.0.weight", "decoder.deconvs.2.weight"]
 
 
 @pytest.mark.parametrize("prior", ["mixture", "vamp", "diag-normal"])

@@ -74,7 +74,8 @@ class ModelConfig:
     # relu, tanh, elu, gelu, softplus, leaky_relu, silu, or linear (with gated units:
     # h = (W1 x) * sigmoid(W2 x), Tomczak & Welling 2018)
     activation: str = "relu"
-    # Gated units h = a(W1 x) * sigmoid(W2 x) (Dauphin et al. 2017; Tomczak & Welling 2018).
+    # Gated units h = a(W1 x) * sigmoid(W2 x) (Dauphin et al. 2017; Tomczak & Welling 2018),
+    # in every hidden layer: with the conv architecture its convolutions are gated too.
     gated: bool = False
     # Networks that read several inputs (a hierarchy's q(z_l|x, z_{l+1}) and its decoder
     # p(x|z_1, ..., z_L); a conditional model's encoder and decoder, beside the class) give

@@ -38,6 +38,21 @@ class GatedLinear(nn.Module):
         return self.act(h) * torch.sigmoid(gate)
 
 
+class GatedConv(nn.Module):
+    """The gated unit over channels: h = act(conv_1(x)) * sigmoid(conv_2(x)), the two halves of
+    one (transposed) convolution with twice the output channels (Tomczak & Welling's
+    GatedConv2d of the convolutional HVAE)."""
+
+    def __init__(self, conv: nn.Module, activation: str):
+        super().__init__()
+        self.conv = conv
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x):
+        h, gate = self.conv(x).chunk(2, dim=1)
+        return self.act(h) * torch.sigmoid(gate)
+
+
 class SeparateInputs(nn.Module):
     """The first hidden layer of a network that reads several inputs, side by side in one
     tensor: each part gets its own (gated) layer of ``width`` units and their outputs are
@@ -61,6 +76,14 @@ def mlp(in_dim: int | list[int], hidden: list[int], out_dim: int, activation: st
     """Hidden layers (gated or plain) followed by a linear output layer. ``in_dim`` a list of
     sizes: the input is their concatenation, and the first hidden layer is
     :class:`SeparateInputs` (one layer per part, outputs joined)."""
+    layers, width = hidden_layers(in_dim, hidden, activation, gated)
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+def hidden_layers(in_dim: int | list[int], hidden: list[int], activation: str = "relu",
+                  gated: bool = False) -> tuple[list[nn.Module], int]:
+    """The hidden layers of :func:`mlp`, and the width of their output."""
     layers: list[nn.Module] = []
     hidden = list(hidden)
     if isinstance(in_dim, (list, tuple)) and len(in_dim) > 1:
@@ -76,8 +99,7 @@ def mlp(in_dim: int | list[int], hidden: list[int], out_dim: int, activation: st
         else:
             layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
         width = h
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
+    return layers, width
 
 
 def input_parts(parts: list[int], separate: bool) -> int | list[int]:
@@ -126,16 +148,19 @@ def conv_sizes(size: tuple[int, int], layers: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def conv_stack(x_shape, channels, activation="relu") -> tuple[nn.Sequential, int]:
-    """Stride-2 convolutions (kernel 4, padding 1) over C x H x W images, and the number of
-    features they output, flattened."""
+def conv_stack(x_shape, channels, activation="relu", gated=False) -> tuple[nn.Sequential, int]:
+    """Stride-2 convolutions (kernel 4, padding 1) over C x H x W images, plain or gated, and
+    the number of features they output, flattened."""
     if len(x_shape) != 3:
         raise ValueError(f"a conv encoder needs C x H x W images, got shape {tuple(x_shape)}")
     c, h, w = x_shape
     sizes = conv_sizes((h, w), len(channels))
     layers: list[nn.Module] = []
     for c_out in channels:
-        layers += [nn.Conv2d(c, c_out, 4, 2, 1), ACTIVATIONS[activation]()]
+        if gated:
+            layers.append(GatedConv(nn.Conv2d(c, 2 * c_out, 4, 2, 1), activation))
+        else:
+            layers += [nn.Conv2d(c, c_out, 4, 2, 1), ACTIVATIONS[activation]()]
         c = c_out
     return nn.Sequential(*layers), c * sizes[-1][0] * sizes[-1][1]
 
@@ -144,11 +169,11 @@ class Features(nn.Module):
     """x (..., *x_shape) -> features (..., F): flattened for an MLP, through a conv stack
     for images (what each level of a hierarchical encoder reads x through)."""
 
-    def __init__(self, x_shape, architecture="mlp", channels=(), activation="relu"):
+    def __init__(self, x_shape, architecture="mlp", channels=(), activation="relu", gated=False):
         super().__init__()
         self.x_dims = len(x_shape)
         if architecture == "conv":
-            self.convs, self.size = conv_stack(x_shape, channels, activation)
+            self.convs, self.size = conv_stack(x_shape, channels, activation, gated)
         else:
             self.convs, self.size = None, math.prod(x_shape)
 
@@ -162,10 +187,10 @@ class Features(nn.Module):
 class ConvEncoder(nn.Module):
     """Stride-2 convolutions (kernel 4, padding 1), then a linear map to (loc, scale)."""
 
-    def __init__(self, x_shape, latent_dim, channels, hidden=(), activation="relu"):
+    def __init__(self, x_shape, latent_dim, channels, hidden=(), activation="relu", gated=False):
         super().__init__()
-        self.convs, flat = conv_stack(x_shape, channels, activation)
-        self.head = mlp(flat, list(hidden), 2 * latent_dim, activation)
+        self.convs, flat = conv_stack(x_shape, channels, activation, gated)
+        self.head = mlp(flat, list(hidden), 2 * latent_dim, activation, gated)
         self.latent_dim = latent_dim
 
     def forward(self, x):
@@ -179,15 +204,19 @@ class ConvDecoder(nn.Module):
     whose output padding restores every encoder size exactly (odd sizes included)."""
 
     def __init__(self, x_shape, latent_dim, channels, hidden=(), params_per_dim=1,
-                 activation="relu"):
+                 activation="relu", gated=False):
         super().__init__()
         c_img, h, w = x_shape
         sizes = conv_sizes((h, w), len(channels))
         self.start = (channels[-1], *sizes[-1])
-        self.head = nn.Sequential(
-            mlp(latent_dim, list(reversed(hidden)), math.prod(self.start), activation),
-            ACTIVATIONS[activation](),
-        )
+        if gated:  # every hidden unit gated, the first feature map's included
+            body, width = hidden_layers(latent_dim, list(reversed(hidden)), activation, True)
+            self.head = nn.Sequential(*body, GatedLinear(width, math.prod(self.start), activation))
+        else:
+            self.head = nn.Sequential(
+                mlp(latent_dim, list(reversed(hidden)), math.prod(self.start), activation),
+                ACTIVATIONS[activation](),
+            )
         layers: list[nn.Module] = []
         outs = list(reversed(channels[:-1])) + [params_per_dim * c_img]
         c = channels[-1]
@@ -195,9 +224,14 @@ class ConvDecoder(nn.Module):
             target = sizes[len(channels) - 1 - i]
             source = sizes[len(channels) - i]
             pad = (target[0] - 2 * source[0], target[1] - 2 * source[1])
-            layers.append(nn.ConvTranspose2d(c, c_out, 4, 2, 1, output_padding=pad))
-            if i < len(outs) - 1:
-                layers.append(ACTIVATIONS[activation]())
+            last = i == len(outs) - 1
+            if gated and not last:
+                layers.append(GatedConv(
+                    nn.ConvTranspose2d(c, 2 * c_out, 4, 2, 1, output_padding=pad), activation))
+            else:
+                layers.append(nn.ConvTranspose2d(c, c_out, 4, 2, 1, output_padding=pad))
+                if not last:
+                    layers.append(ACTIVATIONS[activation]())
             c = c_out
         self.deconvs = nn.Sequential(*layers)
         self.out_shape = (params_per_dim, *x_shape)
@@ -244,12 +278,13 @@ class ConvArchitecture:
 
     @staticmethod
     def encoder(m, x_shape, latent: int) -> nn.Module:
-        return ConvEncoder(x_shape, latent, m.conv_channels, m.hidden, m.activation)
+        return ConvEncoder(x_shape, latent, m.conv_channels, m.hidden, m.activation, m.gated)
 
     @staticmethod
     def decoder(m, x_shape, in_dim: int, params_per_dim: int) -> nn.Module:
-        return ConvDecoder(x_shape, in_dim, m.conv_channels, m.hidden, params_per_dim, m.activation)
+        return ConvDecoder(x_shape, in_dim, m.conv_channels, m.hidden, params_per_dim, m.activation,
+                           m.gated)
 
     @staticmethod
     def features(m, x_shape) -> Features:
-        return Features(x_shape, "conv", m.conv_channels, m.activation)
+        return Features(x_shape, "conv", m.conv_channels, m.activation, m.gated)
