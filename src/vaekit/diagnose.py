@@ -387,8 +387,7 @@ def diagnose_run(run_dir, *, examples: int = 200, ood: str | None = None,
     from .checkpoint import atomic_write_bytes, atomic_write_text
     from .data import dataset_for_spec
     from .errors import VaekitError
-    from .evaluation import ACTIVE_THRESHOLD, real_data_classifier
-    from .explore import encode, reconstruct, sample, to_raw, user_inputs
+    from .explore import user_inputs
     from .rundir import load_run
 
     if examples < 1:
@@ -409,17 +408,7 @@ def diagnose_run(run_dir, *, examples: int = 200, ood: str | None = None,
     other = user_inputs(model, ood, data_dir) if ood else None  # refused before any work
     bar = _bar(progress)
     out: dict = {"run": str(run_dir), "test_examples": len(x)}
-    # collapse
-    per_unit = kl_per_unit(model, x, y, seed=seed)
-    codes = encode(model, x, labels=y).double()
-    active = codes.var(0) > ACTIVE_THRESHOLD
-    out["kl_per_unit"] = [round(float(v), 6) for v in per_unit]
-    out["active_units"] = int(active.sum())
-    if len(model.levels) > 1:
-        out["levels"] = [{"level": i + 1, "size": len(k), "kl_per_unit_sum": float(k.sum()),
-                          "active_units": int(a.sum())}
-                         for i, (k, a) in enumerate(zip(per_unit.split(model.levels),
-                                                        active.split(model.levels)))]
+    out.update(_collapse(model, x, y, seed))
     cap = 500 if len(model.levels) > 1 else 10_000
     ns = min(len(x), cap)
     surgery = elbo_surgery(model, x[:ns], y[:ns] if y is not None else None, seed=seed)
@@ -441,38 +430,71 @@ def diagnose_run(run_dir, *, examples: int = 200, ood: str | None = None,
                                              aggregate, seed=seed)
     figures = {}
     if spec.image:
-        prior_x, _ = sample(model, 64, "prior", seed=seed)
-        prior_draws, _ = sample(model, 64, "prior", seed=seed, draw=True)
-        gmm_x = None
-        if not getattr(model, "conditional", False):
-            gmm_x, _ = sample(model, 64, "gmm", seed=seed, data_dir=data_dir)
-        if y is not None and not y.is_floating_point():
-            judge = real_data_classifier(to_raw(model, data.train), data.train_labels)
-            out["judge_confidence_prior"] = judge_confidence(judge, prior_x)
-            if gmm_x is not None:
-                out["judge_confidence_gmm"] = judge_confidence(judge, gmm_x)
-        # blur
-        recon = to_raw(model, reconstruct(model, x[:64], labels=y[:64] if y is not None else None))
-        out["sharpness"] = {"data": sharpness(to_raw(model, x[:500])), "reconstructions": sharpness(recon),
-                            "prior_means": sharpness(prior_x), "prior_draws": sharpness(prior_draws)}
-        figures["diagnose_prior_vs_gmm"] = _pictures(prior_x, gmm_x)
-        figures["diagnose_blur"] = _blur_picture(to_raw(model, x[:16]), recon[:16], prior_x[:16],
-                                                 prior_draws[:16])
+        figures.update(_prior_and_blur(model, data, x, y, seed, data_dir, out))
     if other is not None:
-        m = min(len(x), len(other.x), 2000)
-        ox, oy = _shuffled(other.x, other.labels, seed)
-        own = scores(model, x[:m], y[:m] if y is not None else None, ood_samples, seed)
-        theirs = scores(model, ox[:m], oy[:m] if oy is not None else None, ood_samples, seed)
-        out["ood"] = {"data": ood, "examples": m, "importance_samples": ood_samples,
-                      "log_px_test": float(own["log_px"].mean()),
-                      "log_px_other": float(theirs["log_px"].mean())}
-        out["auroc_log_px"] = auroc(-own["log_px"], -theirs["log_px"])
-        out["auroc_ood_score"] = auroc(own["ood_score"], theirs["ood_score"])
-        figures["diagnose_ood"] = _ood_picture(own, theirs, spec.name, ood)
+        figures["diagnose_ood"] = _out_of_distribution(model, x, y, other, ood, ood_samples, seed,
+                                                       out)
     for name, png in figures.items():
         atomic_write_bytes(run_dir / "figures" / f"{name}.png", png)
     atomic_write_text(run_dir / DIAGNOSE, __import__("json").dumps(out, indent=1))
     return out
+
+
+def _collapse(model, x, y, seed: int) -> dict:
+    """Each latent unit's KL and whether it is active; per level for a hierarchy."""
+    from .evaluation import ACTIVE_THRESHOLD
+    from .explore import encode
+
+    per_unit = kl_per_unit(model, x, y, seed=seed)
+    active = encode(model, x, labels=y).double().var(0) > ACTIVE_THRESHOLD
+    out = {"kl_per_unit": [round(float(v), 6) for v in per_unit], "active_units": int(active.sum())}
+    if len(model.levels) > 1:
+        out["levels"] = [{"level": i + 1, "size": len(k), "kl_per_unit_sum": float(k.sum()),
+                          "active_units": int(a.sum())}
+                         for i, (k, a) in enumerate(zip(per_unit.split(model.levels),
+                                                        active.split(model.levels)))]
+    return out
+
+
+def _prior_and_blur(model, data, x, y, seed: int, data_dir, out: dict) -> dict[str, bytes]:
+    """Prior samples against samples from a mixture fitted to the codes (how a real-data
+    classifier judges each), and the sharpness of data, reconstructions and samples: adds
+    them to ``out``, returns the two figures."""
+    from .evaluation import real_data_classifier
+    from .explore import reconstruct, sample, to_raw
+
+    prior_x, _ = sample(model, 64, "prior", seed=seed)
+    prior_draws, _ = sample(model, 64, "prior", seed=seed, draw=True)
+    gmm_x = None
+    if not getattr(model, "conditional", False):
+        gmm_x, _ = sample(model, 64, "gmm", seed=seed, data_dir=data_dir)
+    if y is not None and not y.is_floating_point():
+        judge = real_data_classifier(to_raw(model, data.train), data.train_labels)
+        out["judge_confidence_prior"] = judge_confidence(judge, prior_x)
+        if gmm_x is not None:
+            out["judge_confidence_gmm"] = judge_confidence(judge, gmm_x)
+    recon = to_raw(model, reconstruct(model, x[:64], labels=y[:64] if y is not None else None))
+    out["sharpness"] = {"data": sharpness(to_raw(model, x[:500])), "reconstructions": sharpness(recon),
+                        "prior_means": sharpness(prior_x), "prior_draws": sharpness(prior_draws)}
+    return {"diagnose_prior_vs_gmm": _pictures(prior_x, gmm_x),
+            "diagnose_blur": _blur_picture(to_raw(model, x[:16]), recon[:16], prior_x[:16],
+                                           prior_draws[:16])}
+
+
+def _out_of_distribution(model, x, y, other, name: str, samples: int, seed: int,
+                         out: dict) -> bytes:
+    """log p(x) and the OOD score on the test data against ``other``'s: their AUROCs added
+    to ``out``; returns the figure."""
+    m = min(len(x), len(other.x), 2000)
+    ox, oy = _shuffled(other.x, other.labels, seed)
+    own = scores(model, x[:m], y[:m] if y is not None else None, samples, seed)
+    theirs = scores(model, ox[:m], oy[:m] if oy is not None else None, samples, seed)
+    out["ood"] = {"data": name, "examples": m, "importance_samples": samples,
+                  "log_px_test": float(own["log_px"].mean()),
+                  "log_px_other": float(theirs["log_px"].mean())}
+    out["auroc_log_px"] = auroc(-own["log_px"], -theirs["log_px"])
+    out["auroc_ood_score"] = auroc(own["ood_score"], theirs["ood_score"])
+    return _ood_picture(own, theirs, model.data_spec.name, name)
 
 
 class _bar:
