@@ -152,7 +152,7 @@ def step_breakdown(data, batch: int, step_ms: float) -> list[tuple[str, float]]:
     element-wise work as the fused step less its products, the loop's own work as (b)'s
     measured step less the fused step and Adam."""
     from vaekit.fused import fused_step_for
-    from vaekit.train import adam_step, make_optimizer
+    from vaekit.optim import adam_step, make_optimizer
 
     cfg = config_mod.merge(config_mod.Config(), {
         "model": {"hidden": [400], "latent_dim": 20, "likelihood": "bernoulli"}}).validate()

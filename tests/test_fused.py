@@ -15,7 +15,8 @@ from vaekit.fused import fused_step_for, unsupported_reason
 from vaekit.model import build_vae
 from vaekit.objectives import elbo
 from vaekit.runs import train_and_evaluate
-from vaekit.train import LATEST, _grad_check, adam_step
+from vaekit.optim import adam_step, grad_check
+from vaekit.train import LATEST
 
 from conftest import run_cli, tiny_config
 
@@ -249,10 +250,10 @@ def test_grad_check_is_finite_exactly_when_every_gradient_is(bad):
     params = [torch.zeros(3, 4, requires_grad=True), torch.zeros(5, requires_grad=True)]
     params[0].grad = torch.full((3, 4), 1e30)  # large but finite
     params[1].grad = torch.randn(5)
-    assert torch.isfinite(_grad_check(params, 0.0))
+    assert torch.isfinite(grad_check(params, 0.0))
     params[1].grad[2] = bad
-    assert not torch.isfinite(_grad_check(params, 0.0))
-    assert not torch.isfinite(_grad_check(params, 1.0))  # clipping: the norm
+    assert not torch.isfinite(grad_check(params, 0.0))
+    assert not torch.isfinite(grad_check(params, 1.0))  # clipping: the norm
 
 
 def test_an_unknown_engine_is_refused_with_the_choices():

@@ -14,7 +14,7 @@ from vaekit.evaluation import evaluate
 from vaekit.objectives import importance_sampled
 from vaekit.rundir import load_run
 from vaekit.runs import train_and_evaluate
-from vaekit.train import beta_at
+from vaekit.optim import beta_at
 
 
 def _rows(run):

@@ -2,7 +2,8 @@
 
 - In-memory batches: one ``randperm`` per epoch and tensor indexing, no per-example Python.
 - Adam, an optional per-epoch learning-rate schedule, KL warm-up (beta rises linearly per
-  step), IWAE training with K samples, gradient clipping.
+  step), IWAE training with K samples, gradient clipping; the pieces (optimiser, schedule,
+  warm-up, weight average, mixed precision, gradient checks) are built in ``optim.py``.
 - Validation uses the training objective evaluated the same way, at the target beta;
   the best epoch by that number is kept, and training stops early after ``patience``
   epochs without improvement.
@@ -44,7 +45,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-
 from torch import nn
 
 from . import checkpoint as ckpt
@@ -54,6 +54,8 @@ from .config import TrainConfig
 from .devices import resolve_device, to_device, wide_dtype  # noqa: F401 (resolve_device: public here too)
 from .errors import CheckpointError, TrainingDiverged, VaekitError
 from .objectives import Terms, objective_for
+from .optim import (adam_step, autocast, beta_at, grad_check, make_ema, make_grad_scaler,
+                    make_optimizer, make_scheduler, normalize_grads)
 
 log = logging.getLogger(__name__)
 
@@ -82,109 +84,8 @@ class TrainState:
     engine: str = ""  # "autograd" or "fused", as this run began ("": before engines existed)
 
 
-def decayed_weights(model) -> set[int]:
-    """ids of the parameters that train.weight_decay shrinks: the weight matrices (kernels) of
-    the linear and convolutional layers, not biases, prior parameters or pseudo-inputs."""
-    layers = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
-    return {id(m.weight) for m in model.modules() if isinstance(m, layers)}
-
-
-def make_optimizer(model, cfg) -> torch.optim.Optimizer:
-    """Adam, or AdamW on the layers' weight matrices with train.weight_decay > 0; the fused
-    kernel (one pass over all parameters, 3-4x faster than the default per-tensor loops on a
-    CPU) wherever this torch build has it for the device."""
-    params = list(model.parameters())
-    make, groups = torch.optim.Adam, params
-    if cfg.train.weight_decay > 0:
-        decayed = decayed_weights(model)
-        make, groups = torch.optim.AdamW, [
-            {"params": [p for p in params if id(p) in decayed], "weight_decay": cfg.train.weight_decay},
-            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
-    try:
-        return make(groups, lr=cfg.train.lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without it
-        return make(groups, lr=cfg.train.lr)
-
-
-def adam_step(optimizer: torch.optim.Optimizer) -> bool:
-    """One update of torch's fused Adam as ``optimizer.step()`` makes it, calling the same
-    kernel with the same arguments (bit-identical; tests/test_fused.py checks), without the
-    step's per-call Python bookkeeping (hooks, profiler record, regrouping by device): ~0.1
-    ms, a few percent of a small model's step on a CPU. Returns False, doing nothing, where
-    the shortcut does not apply (another optimiser or options, state not yet created,
-    registered hooks): the caller then calls ``optimizer.step()``."""
-    fused_adam = getattr(torch, "_fused_adam_", None)
-    if (fused_adam is None or type(optimizer) is not torch.optim.Adam
-            or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
-            or getattr(optimizer, "grad_scale", None) is not None
-            or getattr(optimizer, "found_inf", None) is not None):
-        return False
-    calls = []
-    for group in optimizer.param_groups:
-        if (not group.get("fused") or group["amsgrad"] or group["capturable"]
-                or group["differentiable"] or group.get("decoupled_weight_decay", False)):
-            return False
-        lists: tuple[list, ...] = ([], [], [], [], [])
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            state = optimizer.state.get(p)
-            if not state or p.grad.is_sparse or p.grad.dtype != p.dtype or p.grad.device != p.device:
-                return False
-            for out, t in zip(lists, (p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"])):
-                out.append(t)
-        calls.append((group, lists))
-    with torch.no_grad():
-        for group, (params, grads, avgs, sqs, steps) in calls:
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            torch._foreach_add_(steps, 1)
-            fused_adam(params, grads, avgs, sqs, [], steps, amsgrad=False, lr=group["lr"],
-                       beta1=float(beta1), beta2=float(beta2), weight_decay=group["weight_decay"],
-                       eps=group["eps"], maximize=group["maximize"], grad_scale=None,
-                       found_inf=None)
-    return True
-
-
-def make_scheduler(optimizer, cfg):
-    """The per-epoch learning-rate schedule, or None. With ``lr_decay_start = S`` the first S
-    epochs run at the full rate and the schedule then starts, as if from epoch 0: cosine
-    falls to zero over the remaining epochs, exponential multiplies by ``lr_gamma`` per epoch."""
-    t = cfg.train
-    start = t.lr_decay_start
-    if t.lr_schedule == "none":
-        return None
-    if start == 0:  # torch's own schedulers, as runs started before lr_decay_start existed
-        if t.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t.epochs)
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_gamma)
-    span = t.epochs - start
-    if span <= 0:
-        log.info("train.lr_decay_start (%d) is not below train.epochs (%d): the learning rate "
-                 "stays at %g", start, t.epochs, t.lr)
-        return None
-    if t.lr_schedule == "cosine":
-        def factor(epoch: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * min(max(epoch - start, 0), span) / span))
-    else:
-        def factor(epoch: int) -> float:
-            return t.lr_gamma ** max(epoch - start, 0)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 # what decides the learning rate of each epoch; a change on resume replays the schedule
 _SCHEDULE_KEYS = ("lr", "lr_schedule", "lr_gamma", "lr_decay_start", "epochs")
-
-
-def make_ema(model: nn.Module, decay: float):
-    """torch's AveragedModel keeping w_avg <- decay w_avg + (1 - decay) w (None when 0)."""
-    if not decay:
-        return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
-    return ema.eval().requires_grad_(False)
 
 
 def kept_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -198,33 +99,6 @@ def check_interval(device: torch.device) -> int:
     """Steps between the NaN guard's and the stop request's checks: every step on a CPU,
     where a check costs nothing, every CHECK_EVERY steps elsewhere."""
     return 1 if device.type == "cpu" else CHECK_EVERY
-
-
-def make_grad_scaler(device: torch.device):
-    """The loss scaler of fp16 training: ``torch.amp.GradScaler`` (torch >= 2.3, any device
-    type), else the CUDA-only ``torch.cuda.amp.GradScaler`` of older torch."""
-    amp_scaler = getattr(torch.amp, "GradScaler", None)
-    if amp_scaler is not None:
-        return amp_scaler(device.type)
-    if device.type != "cuda":
-        raise VaekitError(f"fp16 on {device.type} needs torch >= 2.3 (this is {torch.__version__}); "
-                          "use --set train.precision=\"bf16\"")
-    return torch.cuda.amp.GradScaler()
-
-
-def beta_at(step: int, steps_per_epoch: int, cfg) -> float:
-    """KL weight: linear warm-up from 0 to beta over ``warmup_epochs`` epochs of steps."""
-    warm = cfg.train.warmup_epochs * steps_per_epoch
-    if warm <= 0:
-        return cfg.train.beta
-    return cfg.train.beta * min(1.0, (step + 1) / warm)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class ObjectiveStep(nn.Module):
@@ -522,7 +396,7 @@ class Trainer:
             xb = x[i:i + bs].to(self.device)
             model = kept.given(labels[i:i + bs].to(self.device)) if self.conditional else kept
             noise = torch.randn(self.samples, len(xb), *kept.noise_shape, generator=gen)
-            with _autocast(self.device, self.cfg.train.precision):
+            with autocast(self.device, self.cfg.train.precision):
                 terms = self.objective(model, xb, self.cfg.train.beta, noise.to(self.device))
             sums["objective"] += float(-terms.loss.sum())
             sums["elbo"] += float(terms.elbo.sum())
@@ -670,7 +544,7 @@ class Trainer:
             terms, loss = self.fused(xb, beta, eps)
         else:
             yb = self.labels.index_select(0, idx[lo:hi]) if self.conditional else None
-            with _autocast(self.device, t.precision):
+            with autocast(self.device, t.precision):
                 terms = self.step_module(xb, beta, to_device(eps[:, lo:hi], self.device), yb)
             loss = shard_loss(terms, self.world.size, len(idx))
             self.optimizer.zero_grad(set_to_none=True)
@@ -679,14 +553,14 @@ class Trainer:
                 self.scaler.unscale_(self.optimizer)
             else:
                 loss.backward()
-        grad_check = _grad_check(self._params, t.grad_clip)
+        grad_size = grad_check(self._params, t.grad_clip)
         if t.grad_normalize:
-            _normalize_grads(self._params)
+            normalize_grads(self._params)
         # the loss and (without a GradScaler, which skips such steps itself) the gradient
         # must be finite; on a GPU this is checked every check_every steps, not every step
         # (each check is a host sync), and always before anything is written: a bad step
         # found late has changed only the in-memory weights, never a file
-        finite = torch.isfinite(loss) & (torch.isfinite(grad_check) if not self.scaler else True)
+        finite = torch.isfinite(loss) & (torch.isfinite(grad_size) if not self.scaler else True)
         if self.check_every == 1 and not self.world.distributed:
             if not bool(finite):  # on a CPU: before the update, naming the culprit
                 raise TrainingDiverged(self._diverged(self._culprit(terms, loss), b))
@@ -841,22 +715,6 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
     """Temporary files of writes that a killed process never renamed (never the real files)."""
     for folder in (run_dir, run_dir / "checkpoints", run_dir / "figures"):
         ckpt.remove_stale_temporaries(folder)
-
-
-def _grad_check(params, clip: float) -> torch.Tensor:
-    """With clip > 0, the gradients' global norm, clipped; without, the sum of all their
-    elements, at half the cost of the norms: non-finite whenever a gradient is (and when
-    finite gradients sum past float32's 3e38, diverged by any measure)."""
-    if clip > 0:
-        return torch.nn.utils.clip_grad_norm_(params, clip)
-    return torch.stack([p.grad.sum() for p in params if p.grad is not None]).sum()
-
-
-def _normalize_grads(params) -> None:
-    """Each gradient divided by its L2 norm (+1e-7), in place (train.grad_normalize)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if grads:
-        torch._foreach_div_(grads, torch._foreach_add(torch._foreach_norm(grads), 1e-7))
 
 
 def _progress(total: int, initial: int, epoch: int, t):
