@@ -184,3 +184,36 @@ def test_evaluate_on_the_validation_split_says_so(trained):
     assert out["split"] == "valid"
     assert out["elbo"] == pytest.approx(last["valid_elbo"], abs=0.5)
     assert [(trained / f).read_bytes() for f in ("evaluation.json", "evaluation-log-px.npy")] == saved
+
+
+def test_an_interrupted_evaluate_continues_where_it_stopped(trained, monkeypatch, capsys):
+    """Ctrl-C during `vaekit evaluate` keeps the batches done in the run; the same command
+    then continues from there, with the numbers of an evaluation never interrupted."""
+    from vaekit import evaluation
+    from vaekit.cli import main
+
+    monkeypatch.setattr(evaluation, "plan_chunks", lambda *a, **k: (50, 3))  # 4 batches of 180
+    real, calls = evaluation.importance_sampled, []
+
+    def stopped(model, x, *args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(len(x))
+        return real(model, x, *args, **kwargs)
+
+    command = ["evaluate", str(trained), "-k", "6", "--json"]
+    with monkeypatch.context() as m:
+        m.setattr(evaluation, "importance_sampled", stopped)
+        assert main(command) == 130
+    kept = trained / "evaluation-test.partial.safetensors"
+    assert f"progress is kept in {kept}: run the same command again" in capsys.readouterr().err
+    assert main(command) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert not kept.exists()
+    assert main(command) == 0
+    fresh = json.loads(capsys.readouterr().out)
+    assert calls == [50, 50]
+    assert {k: resumed[k] for k in ("log_px", "elbo", "kl", "unit_variances")} == \
+        {k: fresh[k] for k in ("log_px", "elbo", "kl", "unit_variances")}
+    saved = json.loads((trained / "evaluation.json").read_text())
+    assert saved["log_px"] == fresh["log_px"]

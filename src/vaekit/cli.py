@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from . import __version__
 
@@ -277,13 +278,19 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluation import format_table
-    from .rundir import evaluate_run
+    from .rundir import EVALUATION_PROGRESS, evaluate_run
 
     if args.importance_samples < 1:
         raise ValueError(f"--importance-samples must be at least 1, got {args.importance_samples}")
-    result = evaluate_run(args.run_dir, args.importance_samples, data_dir=args.data_dir,
-                          split=args.split, chunk_mib=args.chunk_mib, seed=args.seed,
-                          device=args.device, progress=True)
+    try:
+        result = evaluate_run(args.run_dir, args.importance_samples, data_dir=args.data_dir,
+                              split=args.split, chunk_mib=args.chunk_mib, seed=args.seed,
+                              device=args.device, progress=True)
+    except KeyboardInterrupt:
+        kept = Path(args.run_dir) / EVALUATION_PROGRESS.format(split=args.split)
+        print("interrupted" + (f"; the evaluation's progress is kept in {kept}: run the same "
+                               "command again to continue" if kept.exists() else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.json:
         print(json.dumps(result))
     else:

@@ -12,19 +12,25 @@
 Likelihoods include the data transform's log-Jacobian, so they are in the units of the raw
 data. Everything runs under ``torch.no_grad()`` and ``model.eval()``, batched over data and
 chunked over samples (see :func:`vaekit.objectives.importance_sampled`), with its own seed.
+A long evaluation can keep its progress in a file (``resume_file``) and continue from it
+after an interruption, ending with the numbers an uninterrupted one gives.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from . import checkpoint as ckpt
+from .errors import CheckpointError, WriteError
 from .objectives import importance_sampled
 
 log = logging.getLogger(__name__)
@@ -91,11 +97,85 @@ def plan_chunks(model, x: torch.Tensor, samples: int, chunk_mib: int,
     return batch, chunk
 
 
+def fingerprint(model, *tensors: torch.Tensor | None) -> str:
+    """sha256 of a model's weights and buffers (by name) and of the given tensors' bytes:
+    equal exactly when an evaluation would see the same model and the same data."""
+    h = hashlib.sha256()
+    for name, t in [*sorted(model.state_dict().items()), *((str(i), t) for i, t in enumerate(tensors))]:
+        if t is None:
+            continue
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{t.numel()};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class _Progress:
+    """An evaluation's partial results, kept in a file (a vaekit checkpoint, written
+    atomically) after every batch of images: per-example values so far, the generator's
+    state and the number of images done, under a key (model and data fingerprint, K, seed,
+    batching). Run again after an interruption (Ctrl-C, a killed job), the evaluation loads
+    them and goes on from the next batch; a file with another key, or unreadable, is ignored
+    and replaced. The file is removed once the evaluation ends. Keeping it is best-effort:
+    where it cannot be written, the evaluation goes on without it."""
+
+    def __init__(self, path: str | Path | None, key: dict, began: float):
+        self.path = Path(path) if path is not None else None
+        self.key = key
+        self.seconds = 0.0  # the wall time of the parts done before this call
+        self.began = began  # time.perf_counter() when this call began
+
+    def load(self, parts: dict[str, list], gen: torch.Generator) -> int:
+        """Fill ``parts`` and ``gen`` from the file; the number of images it covers (0: none)."""
+        if self.path is None:
+            return 0
+        ckpt.remove_stale_temporaries(self.path.parent)  # left by killed writes of this file
+        if not self.path.exists():
+            return 0
+        try:
+            tensors, meta = ckpt.load(self.path)
+        except CheckpointError as e:
+            log.warning("ignoring the evaluation progress file: %s", e)
+            return 0
+        if meta.get("kind") != "evaluation-progress" or meta.get("key") != self.key:
+            log.info("%s holds the progress of another evaluation (other model, data, K, seed or "
+                     "batching); starting afresh", self.path)
+            return 0
+        for name, values in parts.items():
+            if name in tensors:
+                values.append(tensors[name])
+        gen.set_state(tensors["generator"])
+        done, self.seconds = int(meta["done"]), float(meta["seconds"])
+        log.info("resuming the evaluation at image %d of %d (from %s)", done, self.key["n"], self.path)
+        return done
+
+    def save(self, parts: dict[str, list], gen: torch.Generator, done: int) -> None:
+        if self.path is None:
+            return
+        tensors = {name: torch.cat(values) for name, values in parts.items() if values}
+        tensors["generator"] = gen.get_state()
+        try:
+            ckpt.save(self.path, tensors, {"kind": "evaluation-progress", "key": self.key,
+                                           "done": done, "seconds": self.elapsed()})
+        except WriteError as e:
+            log.warning("cannot keep the evaluation's progress (%s); it goes on without", e)
+            self.path = None
+
+    def elapsed(self) -> float:
+        """Wall time of the whole evaluation: its earlier parts and this one."""
+        return self.seconds + time.perf_counter() - self.began
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mib: int = 0,
              seed: int = 1234, log_abs_det_jacobian: float = 0.0,
              device: torch.device | str | None = None, progress: bool = False,
-             labels: torch.Tensor | None = None, per_example: bool = False) -> dict:
+             labels: torch.Tensor | None = None, per_example: bool = False,
+             resume_file: str | Path | None = None) -> dict:
     """All held-out numbers for ``x`` (model-space tensor ``(N, *x_shape)``) as one dict;
     a conditional model also takes each example's class (``labels``). ``per_example`` adds
     each example's log p(x) estimate, a float64 array under ``"log_px_per_example"`` (what
@@ -103,7 +183,12 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
 
     ``progress`` logs one line saying what is about to be computed and shows a progress bar
     over the test images where stderr is a terminal (K = 5000 on 10,000 images is minutes to
-    tens of minutes on a CPU)."""
+    tens of minutes on a CPU).
+
+    ``resume_file``: where the evaluation keeps its progress after every batch of images
+    (see :class:`_Progress`); called again with the same model, data, K, seed and chunking, it
+    continues from there, with the numbers an uninterrupted evaluation gives (bit for bit
+    with the same threads and device). The file is removed at the end."""
     if importance_samples < 1:
         raise ValueError(f"importance_samples must be at least 1, got {importance_samples}")
     if len(x) == 0:
@@ -119,35 +204,44 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
     if chunk_mib <= 0:
         chunk_mib = auto_chunk_mib(device)
     batch, chunk = plan_chunks(model, x, importance_samples, chunk_mib, labels=labels)
+    parts: dict[str, list[torch.Tensor]] = {
+        "log_px": [], "reconstruction": [], "kl": [], "kl_levels": [], "means": []}
+    # eps from a CPU generator of this seed, copied to the device: the same estimate for one
+    # seed on any device (the same draws as torch's global CPU generator seeded alike)
+    gen = torch.Generator().manual_seed(seed)
+    keeper = _Progress(resume_file, {
+        "n": len(x), "importance_samples": int(importance_samples), "seed": int(seed),
+        "batch": batch, "chunk": chunk,
+        "fingerprint": fingerprint(model, x, labels) if resume_file is not None else ""}, start)
+    first = keeper.load(parts, gen)
     bar = None
     if progress:
         log.info("evaluating: log p(x) with K = %d importance samples on %d images "
                  "(%d per batch, %d samples per chunk)", importance_samples, len(x), batch, chunk)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(x), desc="evaluate", unit="image", leave=False, disable=None,
-                   dynamic_ncols=True)
-    log_px, recon, kl, means, kl_levels = [], [], [], [], []
-    # eps from a CPU generator of this seed, copied to the device: the same estimate for one
-    # seed on any device (the same draws as torch's global CPU generator seeded alike)
-    gen = torch.Generator().manual_seed(seed)
-    for i in range(0, len(x), batch):
+        bar = tqdm(total=len(x), initial=first, desc="evaluate", unit="image", leave=False,
+                   disable=None, dynamic_ncols=True)
+    for i in range(first, len(x), batch):
         xb = x[i:i + batch].to(device)
         m = model.given(labels[i:i + batch].to(device)) if labels is not None else model
         est = importance_sampled(m, xb, importance_samples, chunk, generator=gen)
-        log_px.append(est.log_px.cpu().double())  # float64 on the CPU (MPS has none)
-        recon.append(est.reconstruction.cpu().double())
-        kl.append(est.kl.cpu().double())
+        parts["log_px"].append(est.log_px.cpu().double())  # float64 on the CPU (MPS has none)
+        parts["reconstruction"].append(est.reconstruction.cpu().double())
+        parts["kl"].append(est.kl.cpu().double())
         if est.kl_levels is not None:
-            kl_levels.append(est.kl_levels.cpu().double())
-        means.append(m.encode(xb).mean.cpu().double())
+            parts["kl_levels"].append(est.kl_levels.cpu().double())
+        parts["means"].append(m.encode(xb).mean.cpu().double())
+        keeper.save(parts, gen, i + len(xb))
         if bar is not None:
             bar.update(len(xb))
     if bar is not None:
         bar.close()
+    keeper.finish()
     model.train(was_training)
-    log_px_t, recon_t, kl_t = torch.cat(log_px), torch.cat(recon), torch.cat(kl)
-    codes = torch.cat(means)  # (N, L)
+    log_px_t, recon_t, kl_t = (torch.cat(parts[k]) for k in ("log_px", "reconstruction", "kl"))
+    codes = torch.cat(parts["means"])  # (N, L)
+    kl_levels = parts["kl_levels"]
     unit_var = codes.var(0, unbiased=True) if len(codes) > 1 else torch.zeros(codes.shape[1])
     jac = float(log_abs_det_jacobian)
     elbo = float((recon_t - kl_t).mean()) + jac
@@ -175,7 +269,7 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         **({"levels": levels} if levels else {}),
         "n_test": n,
         "log_abs_det_jacobian": jac,
-        "seconds": round(time.perf_counter() - start, 3),
+        "seconds": round(keeper.elapsed(), 3),  # with the parts done before a resume
         "threads": torch.get_num_threads(),
         "device": str(device),
         **({"log_px_per_example": (log_px_t + jac).numpy()} if per_example else {}),

@@ -28,6 +28,8 @@ DATA = "data.json"
 EVALUATION = "evaluation.json"
 #: each test example's log p(x) estimate (float64, in test-set order) beside evaluation.json
 EVALUATION_LOG_PX = "evaluation-log-px.npy"
+#: an unfinished evaluation's progress (per split), removed when it ends; see evaluate_run
+EVALUATION_PROGRESS = "evaluation-{split}.partial.safetensors"
 SUMMARY = "summary.json"
 
 
@@ -89,7 +91,12 @@ def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_di
                  per_example: bool = False) -> dict:
     """Reload a run and evaluate it on exactly the test (or validation) set it was trained
     with. ``per_example`` keeps each example's log p(x) in the result (see
-    :func:`vaekit.evaluation.evaluate`); a saved test evaluation always writes them."""
+    :func:`vaekit.evaluation.evaluate`); a saved test evaluation always writes them.
+
+    The evaluation keeps its progress in the run (``evaluation-SPLIT.partial.safetensors``)
+    after every batch of images: interrupted (Ctrl-C, a killed job), the same call continues
+    where it stopped and gives the numbers an uninterrupted one would. The file goes when
+    the evaluation ends."""
     device = resolve_device(device)
     model = load_run(run_dir, device=device)
     data = dataset_for_spec(model.data_spec, data_dir)
@@ -97,7 +104,8 @@ def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_di
     result = evaluate(model, x, importance_samples, chunk_mib=chunk_mib, seed=seed,
                       log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian, device=device,
                       progress=progress, labels=y if model.conditional else None,
-                      per_example=True)
+                      per_example=True,
+                      resume_file=Path(run_dir) / EVALUATION_PROGRESS.format(split=split))
     result["split"] = split
     if save and split == "test":
         save_evaluation(run_dir, result)
