@@ -216,7 +216,9 @@ def main():
             "active": f"{ev['active_units']}/{ev['latent_dim']}", "n_test": ev["n_test"],
             "k": ev["importance_samples"], "epochs": summary.get("epochs"),
             "best_epoch": summary.get("best_epoch"), "train_s": summary.get("train_seconds"),
-            "eval_s": round(ev["seconds"] if reused else time.perf_counter() - start, 1),
+            # a resumed evaluation's own wall time counts its interrupted parts
+            "eval_s": round(ev["seconds"] if reused or ev.get("resumed_from") else
+                            time.perf_counter() - start, 1),
             "eval_threads": ev.get("threads"), "reused": reused, "per_example": per_example,
         })
         # the decoder's achieved rate: its FLOPs for K samples of every test example over
@@ -282,3 +284,7 @@ if __name__ == "__main__":
     except VaekitError as e:  # bad input: one line, exit status 2, as the CLI
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; the same command continues an evaluation from its last batch of "
+              "images (its progress is kept in the run)", file=sys.stderr)
+        sys.exit(130)

@@ -96,6 +96,7 @@ def test_an_interrupted_evaluation_resumes_to_the_uninterrupted_numbers(tmp_path
     np.testing.assert_array_equal(resumed["log_px_per_example"], reference["log_px_per_example"])
     assert {k: resumed.get(k) for k in SAME} == {k: reference.get(k) for k in SAME}
     assert resumed["seconds"] >= meta["seconds"]  # the wall time counts the interrupted part
+    assert resumed["resumed_from"] == 512 and reference["resumed_from"] == 0
 
 
 def test_progress_of_another_evaluation_or_a_corrupt_file_is_ignored(tmp_path, monkeypatch):

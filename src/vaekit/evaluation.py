@@ -270,6 +270,7 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         "n_test": n,
         "log_abs_det_jacobian": jac,
         "seconds": round(keeper.elapsed(), 3),  # with the parts done before a resume
+        "resumed_from": first,  # images an interrupted call had done (0: none)
         "threads": torch.get_num_threads(),
         "device": str(device),
         **({"log_px_per_example": (log_px_t + jac).numpy()} if per_example else {}),
