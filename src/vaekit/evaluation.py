@@ -239,18 +239,34 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         bar.close()
     keeper.finish()
     model.train(was_training)
+    jac = float(log_abs_det_jacobian)
+    result = _summary(model, parts, jac)
+    return {
+        **result,
+        "importance_samples": int(importance_samples),
+        "n_test": len(x),
+        "log_abs_det_jacobian": jac,
+        "seconds": round(keeper.elapsed(), 3),  # with the parts done before a resume
+        "resumed_from": first,  # images an interrupted call had done (0: none)
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        **({"log_px_per_example": (torch.cat(parts["log_px"]) + jac).numpy()} if per_example else {}),
+    }
+
+
+def _summary(model, parts: dict[str, list[torch.Tensor]], jac: float) -> dict:
+    """The reported means (nats per example, with the data transform's log-Jacobian ``jac``)
+    and active units, from the per-example values an evaluation gathered."""
     log_px_t, recon_t, kl_t = (torch.cat(parts[k]) for k in ("log_px", "reconstruction", "kl"))
     codes = torch.cat(parts["means"])  # (N, L)
-    kl_levels = parts["kl_levels"]
     unit_var = codes.var(0, unbiased=True) if len(codes) > 1 else torch.zeros(codes.shape[1])
-    jac = float(log_abs_det_jacobian)
     elbo = float((recon_t - kl_t).mean()) + jac
     lp = float(log_px_t.mean()) + jac
-    n = len(x)
+    n = len(log_px_t)
     stderr = float(log_px_t.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
     levels = []
-    if kl_levels:  # a hierarchy: KL and active units level by level, from the data up
-        per_kl = torch.cat(kl_levels).mean(0)
+    if parts["kl_levels"]:  # a hierarchy: KL and active units level by level, from the data up
+        per_kl = torch.cat(parts["kl_levels"]).mean(0)
         for i, part in enumerate(unit_var.split(model.levels)):
             levels.append({"level": i + 1, "size": int(part.numel()), "kl": float(per_kl[i]),
                            "active_units": int((part > ACTIVE_THRESHOLD).sum())})
@@ -261,19 +277,11 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         "log_px": lp,
         "log_px_stderr": stderr,
         "nll": -lp,
-        "importance_samples": int(importance_samples),
         "gap": lp - elbo,
         "active_units": int((unit_var > ACTIVE_THRESHOLD).sum()),
         "latent_dim": int(codes.shape[1]),
         "unit_variances": [round(float(v), 6) for v in unit_var],
         **({"levels": levels} if levels else {}),
-        "n_test": n,
-        "log_abs_det_jacobian": jac,
-        "seconds": round(keeper.elapsed(), 3),  # with the parts done before a resume
-        "resumed_from": first,  # images an interrupted call had done (0: none)
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        **({"log_px_per_example": (log_px_t + jac).numpy()} if per_example else {}),
     }
 
 
