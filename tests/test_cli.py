@@ -217,3 +217,38 @@ def test_an_interrupted_evaluate_continues_where_it_stopped(trained, monkeypatch
         {k: fresh[k] for k in ("log_px", "elbo", "kl", "unit_variances")}
     saved = json.loads((trained / "evaluation.json").read_text())
     assert saved["log_px"] == fresh["log_px"]
+
+
+def test_ctrl_c_in_trainings_test_evaluation_is_continued_by_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the test evaluation that ends `vaekit train` (K = 5000 for the presets:
+    hours for a big model on a CPU) keeps its progress; `vaekit train --resume RUN` goes
+    straight on with it and records the evaluation an uninterrupted one gives."""
+    from vaekit import evaluation
+    from vaekit.cli import main
+    from vaekit.rundir import evaluate_run
+
+    monkeypatch.setattr(evaluation, "plan_chunks", lambda *a, **k: (50, 3))  # 4 batches of 180
+    real, calls = evaluation.importance_sampled, []
+
+    def stopped(model, x, *args, **kwargs):
+        if len(x) > 1:  # not the one-image calls that size chunks
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            calls.append(len(x))
+        return real(model, x, *args, **kwargs)
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(evaluation, "importance_sampled", stopped)
+        assert main(["train", *TINY, "--out", str(run), "--importance-samples", "6", "--no-report"]) == 130
+    assert f"Continue with: vaekit train --resume {run}" in capsys.readouterr().err
+    assert calls == [50, 50, 50] and not (run / "evaluation.json").exists()
+    assert main(["train", "--resume", str(run), "--importance-samples", "6", "--quiet"]) == 0
+    assert not (run / "evaluation-test.partial.safetensors").exists()
+    kept = json.loads((run / "evaluation.json").read_text())
+    assert kept["resumed_from"] == 150
+    fresh = evaluate_run(run, 6, save=False)
+    assert {k: kept[k] for k in ("log_px", "elbo", "kl", "unit_variances")} == \
+        {k: fresh[k] for k in ("log_px", "elbo", "kl", "unit_variances")}
+    epochs = [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]  # the resume trained nothing more

@@ -229,6 +229,7 @@ def cmd_train(args) -> int:
     from . import config as config_mod
     from .evaluation import format_table
     from . import distributed
+    from .rundir import EVALUATION_PROGRESS
     from .runs import check_device, fork_run, resume_config, train_and_evaluate
 
     overrides = _overrides(args)
@@ -257,8 +258,15 @@ def cmd_train(args) -> int:
         raise config_mod.ConfigError(f"--from best needs --out NEW: continuing {args.resume} "
                                      "itself from its best checkpoint would overwrite the "
                                      "epochs after it")
-    summary = train_and_evaluate(cfg, run_dir, resume=bool(args.resume),
-                                 evaluate_samples=args.importance_samples)
+    try:
+        summary = train_and_evaluate(cfg, run_dir, resume=bool(args.resume),
+                                     evaluate_samples=args.importance_samples)
+    except KeyboardInterrupt:  # Ctrl-C in training is the trainer's; this is in the evaluation
+        if run_dir and (Path(run_dir) / EVALUATION_PROGRESS.format(split="test")).exists():
+            print(f"interrupted during the test evaluation; training is done and the evaluation's "
+                  f"progress is kept. Continue with: vaekit train --resume {run_dir}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        raise
     run = summary["run_dir"]
     if summary.get("rank", 0) != 0:
         return EXIT_INTERRUPTED if summary["interrupted"] else 0  # rank 0 reports
