@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 import warnings
-from pathlib import Path
 
 from . import __version__
 
@@ -229,7 +228,7 @@ def cmd_train(args) -> int:
     from . import config as config_mod
     from .evaluation import format_table
     from . import distributed
-    from .rundir import EVALUATION_PROGRESS
+    from .rundir import evaluation_progress
     from .runs import check_device, fork_run, resume_config, train_and_evaluate
 
     overrides = _overrides(args)
@@ -262,7 +261,7 @@ def cmd_train(args) -> int:
         summary = train_and_evaluate(cfg, run_dir, resume=bool(args.resume),
                                      evaluate_samples=args.importance_samples)
     except KeyboardInterrupt:  # Ctrl-C in training is the trainer's; this is in the evaluation
-        if run_dir and (Path(run_dir) / EVALUATION_PROGRESS.format(split="test")).exists():
+        if run_dir and evaluation_progress(run_dir).exists():
             print(f"interrupted during the test evaluation; training is done and the evaluation's "
                   f"progress is kept. Continue with: vaekit train --resume {run_dir}", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -286,7 +285,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluation import format_table
-    from .rundir import EVALUATION_PROGRESS, evaluate_run
+    from .rundir import evaluate_run, evaluation_progress
 
     if args.importance_samples < 1:
         raise ValueError(f"--importance-samples must be at least 1, got {args.importance_samples}")
@@ -295,7 +294,7 @@ def cmd_evaluate(args) -> int:
                               split=args.split, chunk_mib=args.chunk_mib, seed=args.seed,
                               device=args.device, progress=True)
     except KeyboardInterrupt:
-        kept = Path(args.run_dir) / EVALUATION_PROGRESS.format(split=args.split)
+        kept = evaluation_progress(args.run_dir, args.split)
         print("interrupted" + (f"; the evaluation's progress is kept in {kept}: run the same "
                                "command again to continue" if kept.exists() else ""), file=sys.stderr)
         return EXIT_INTERRUPTED

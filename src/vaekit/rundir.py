@@ -33,6 +33,11 @@ EVALUATION_PROGRESS = "evaluation-{split}.partial.safetensors"
 SUMMARY = "summary.json"
 
 
+def evaluation_progress(run_dir: str | Path, split: str = "test") -> Path:
+    """Where an unfinished evaluation of ``split`` keeps its progress in a run."""
+    return Path(run_dir) / EVALUATION_PROGRESS.format(split=split)
+
+
 def check_run_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
@@ -105,7 +110,7 @@ def evaluate_run(run_dir: str | Path, importance_samples: int = 1000, *, data_di
                       log_abs_det_jacobian=model.data_spec.log_abs_det_jacobian, device=device,
                       progress=progress, labels=y if model.conditional else None,
                       per_example=True,
-                      resume_file=Path(run_dir) / EVALUATION_PROGRESS.format(split=split))
+                      resume_file=evaluation_progress(run_dir, split))
     result["split"] = split
     if save and split == "test":
         save_evaluation(run_dir, result)

@@ -36,8 +36,9 @@ from .data import DataSpec, Dataset, dataset_for_spec, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, VaekitError, WriteError
 from .evaluation import evaluate
 from .model import VAE, build_vae
-from .rundir import (CONFIG, DATA, EVALUATION_PROGRESS, SUMMARY, check_run_dir, num_classes,
-                     read_config, read_data_spec, save_evaluation)
+from .rundir import (CONFIG, DATA, SUMMARY, check_run_dir, num_classes,
+                     evaluation_progress, read_config, read_data_spec,
+                     save_evaluation)
 from .train import BEST, LATEST, METRICS, Trainer, kept_weights, load_model_state, resolve_device
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
                       log_abs_det_jacobian=data.spec.log_abs_det_jacobian, device=trainer.device,
                       progress=cfg.train.progress,
                       labels=data.test_labels if model.conditional else None, per_example=True,
-                      resume_file=run_dir / EVALUATION_PROGRESS.format(split="test"))
+                      resume_file=evaluation_progress(run_dir))
     save_evaluation(run_dir, result)
     result.pop("log_px_per_example")
     summary["evaluation"] = result
