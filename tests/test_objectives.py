@@ -10,6 +10,7 @@ import logging
 import numpy as np
 import torch
 from scipy import stats
+from scipy.special import logsumexp
 
 from vaekit.distributions import GaussianLikelihood, StandardNormalPrior
 from vaekit.model import VAE
@@ -130,6 +131,34 @@ def test_beta_weights_only_the_kl_in_the_loss():
     t0 = elbo(model, x, beta=0.25)
     torch.testing.assert_close(t0.loss, -(t1.reconstruction - 0.25 * t1.kl))
     torch.testing.assert_close(t0.elbo, t1.elbo)
+
+
+def test_warm_up_tempers_each_importance_weight_and_leaves_the_bound_reported():
+    """With K > 1 the warm-up's beta multiplies log p(z_k) - log q(z_k|x) inside every
+    weight; the densities here are scipy's, from the model's own weights."""
+    model, x = linear_gaussian_vae(), data(6)
+    K, beta = 7, 0.3
+    noise = torch.randn(K, len(x), L, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        warm = iwae_bound(model, x, K, beta=beta, noise=noise)
+        full = iwae_bound(model, x, K, beta=1.0, noise=noise)
+        single = iwae_bound(model, x, 1, beta=beta, noise=noise[:1])
+        post = model.encode(x)
+        mu, sd = post.mean.double().numpy(), post.stddev.double().numpy()
+    W = model.decoder.body[0].weight.detach().double().numpy()
+    b = model.decoder.body[0].bias.detach().double().numpy()
+    z = mu + sd * noise.double().numpy()  # (K, B, L)
+    xs = x.double().numpy()
+    lik = stats.norm(z @ W.T + b, SIGMA).logpdf(xs).sum(-1)
+    ratio = stats.norm(0, 1).logpdf(z).sum(-1) - stats.norm(mu, sd).logpdf(z).sum(-1)
+    expect = lambda lw: logsumexp(lw, 0) - np.log(lw.shape[0])  # noqa: E731
+    np.testing.assert_allclose(-warm.loss.double().numpy(), expect(lik + beta * ratio), atol=1e-4)
+    np.testing.assert_allclose(warm.objective.double().numpy(), expect(lik + ratio), atol=1e-4)
+    torch.testing.assert_close(warm.objective, full.objective)  # what validation reads
+    torch.testing.assert_close(full.loss, -full.objective)
+    # at K = 1 the tempered weight is the beta-ELBO with a sampled KL
+    np.testing.assert_allclose(-single.loss.double().numpy(), lik[0] + beta * ratio[0], atol=1e-4)
+    assert float((warm.loss - full.loss).abs().max()) > 0.1  # beta changes what is trained
 
 
 def test_evaluation_with_progress_says_what_it_computes_and_gives_the_same_numbers(caplog):

@@ -130,7 +130,8 @@ class TrainConfig:
     beta: float = 1.0
     # KL warm-up: beta rises linearly from 0 over this many epochs (Sonderby et al. 2016).
     warmup_epochs: int = 0
-    # K > 1 trains the importance-weighted bound L_K (Burda et al. 2016).
+    # K > 1 trains the importance-weighted bound L_K (Burda et al. 2016); during KL warm-up
+    # beta tempers each weight's log p(z) - log q(z|x) (Sonderby et al. 2016).
     importance_samples: int = 1
     # Clip the gradient's global norm at this value (0 = off).
     grad_clip: float = 0.0

@@ -69,16 +69,21 @@ def iwae_bound(model, x: torch.Tensor, samples: int, beta: float = 1.0,
                noise: torch.Tensor | None = None) -> Terms:
     """The importance-weighted bound L_K, differentiable (for training with K > 1).
 
-    ``beta`` is accepted for a uniform signature; L_K has no separate KL weight, so only
-    the reported ELBO parts use it. The reported ELBO uses the same K samples."""
+    During KL warm-up (``beta`` < 1) the loss tempers each weight's prior-over-posterior
+    ratio, log w_k = log p(x|z_k) + beta (log p(z_k) - log q(z_k|x)), as the warm-up of
+    importance-weighted ladder VAEs (Sonderby et al. 2016): at K = 1 that is the beta-ELBO
+    with a sampled KL, at beta = 1 it is L_K. ``objective`` is always L_K itself. The
+    reported ELBO uses the same K samples."""
     posterior = model.encode(x)
     prior = model.prior
     z = reparameterize(posterior, samples, noise)  # (K, B, L)
     log_w, log_lik = log_weights(model, x, posterior, prior, z)  # (K, B)
     bound = torch.logsumexp(log_w, 0) - math.log(samples)  # (B,)
+    tempered = bound if beta == 1.0 else (
+        torch.logsumexp(log_lik + beta * (log_w - log_lik), 0) - math.log(samples))
     reconstruction = log_lik.mean(0)
     kl = kl_term(posterior, prior, z)
-    return Terms(loss=-bound, elbo=(reconstruction - kl).detach(),
+    return Terms(loss=-tempered, elbo=(reconstruction - kl).detach(),
                  reconstruction=reconstruction.detach(), kl=kl.detach(), objective=bound)
 
 
