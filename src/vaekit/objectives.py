@@ -78,9 +78,12 @@ def iwae_bound(model, x: torch.Tensor, samples: int, beta: float = 1.0,
     prior = model.prior
     z = reparameterize(posterior, samples, noise)  # (K, B, L)
     log_w, log_lik = log_weights(model, x, posterior, prior, z)  # (K, B)
-    bound = torch.logsumexp(log_w, 0) - math.log(samples)  # (B,)
-    tempered = bound if beta == 1.0 else (
-        torch.logsumexp(log_lik + beta * (log_w - log_lik), 0) - math.log(samples))
+    def log_mean_w(lw):  # log 1/K sum_k exp(lw_k), (K, B) -> (B,)
+        return torch.logsumexp(lw, 0) - math.log(samples)
+
+    bound = log_mean_w(log_w)
+    # beta = 1 skips the tempering so that the loss is L_K to the bit, as before the warm-up
+    tempered = bound if beta == 1.0 else log_mean_w(log_lik + beta * (log_w - log_lik))
     reconstruction = log_lik.mean(0)
     kl = kl_term(posterior, prior, z)
     return Terms(loss=-tempered, elbo=(reconstruction - kl).detach(),
