@@ -1,5 +1,6 @@
 """Test log-likelihoods next to the published ones: train a preset (or take finished runs),
-evaluate on the full test set with K importance samples (5000 by default), print a table.
+evaluate on the full test set (or the validation set, to choose between runs) with K
+importance samples (5000 by default), print a table.
 
     # train a preset, then evaluate it
     python benchmarks/likelihood.py --preset bmnist-vae --data-dir ../shared/data --out runs/bmnist-vae
@@ -8,6 +9,8 @@ evaluate on the full test set with K importance samples (5000 by default), print
     # keep the estimates in the runs (--save), then compare them image by image without evaluating again
     python benchmarks/likelihood.py --run runs/a --data-dir ../shared/data --save
     python benchmarks/likelihood.py --run runs/a --run runs/b --data-dir ../shared/data --reuse
+    # choose between runs on the validation set, image by image (the test set stays unseen)
+    python benchmarks/likelihood.py --run runs/a --run runs/b --data-dir ../shared/data --split valid -k 1000
 
 The evaluation is vaekit's own (`vaekit.evaluate_run`, what `vaekit evaluate RUN -k 5000`
 runs), with its fixed seed; its wall time is printed too. NLL = -log p(x) in nats per
@@ -172,6 +175,10 @@ def main():
                     help="torch CPU threads (0: the preset's own for training, torch's default "
                          "for evaluating)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--split", choices=("test", "valid"), default="test",
+                    help="evaluate on the validation set instead, to choose between runs without "
+                         "looking at the test set (not with --reuse or --save, which keep test "
+                         "evaluations)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--parts", action="store_true",
                     help="also time the terms of log w on one chunk of each run (where the "
@@ -184,6 +191,9 @@ def main():
                          "image's estimate), as `vaekit evaluate RUN -k K` does, so that a later "
                          "--reuse pairs it image by image with other runs")
     args = ap.parse_args()
+    if args.split != "test" and (args.reuse or args.save):
+        ap.error(f"--reuse and --save keep test evaluations; drop them to evaluate "
+                 f"--split {args.split}")
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = list(args.run)
@@ -207,7 +217,8 @@ def main():
             per_example = saved_log_px(run, saved)  # None for a run evaluated before they were kept
         else:
             ev, reused = evaluate_run(run, args.importance_samples, data_dir=args.data_dir,
-                                      device=args.device, save=args.save, per_example=True), False
+                                      split=args.split, device=args.device, save=args.save,
+                                      per_example=True), False
             per_example = ev.pop("log_px_per_example")
         rows.append({
             "run": str(run), "data": cfg.data.name, "prior": cfg.model.prior,
@@ -219,7 +230,8 @@ def main():
             # a resumed evaluation's own wall time counts its interrupted parts
             "eval_s": round(ev["seconds"] if reused or ev.get("resumed_from") else
                             time.perf_counter() - start, 1),
-            "eval_threads": ev.get("threads"), "reused": reused, "per_example": per_example,
+            "eval_threads": ev.get("threads"), "reused": reused, "split": args.split,
+            "per_example": per_example,
         })
         # the decoder's achieved rate: its FLOPs for K samples of every test example over
         # the evaluation's wall time (everything else, encoder and prior, counted as overhead)
@@ -227,7 +239,9 @@ def main():
         rows[-1]["decoder_gflops"] = flops / max(ev["seconds"], 1e-9) / 1e9
 
     cpu = platform.processor() or platform.machine()
-    print(f"# test log-likelihood, K = {args.importance_samples} importance samples, full test sets; "
+    split = {"test": "test", "valid": "validation"}[args.split]
+    print(f"# {split} log-likelihood, K = {args.importance_samples} importance samples, full {split} "
+          f"sets; "
           f"vaekit {vaekit.__version__}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"{args.device} ({cpu})")
     peaks = {t: matmul_peak(t) for t in {r["eval_threads"] for r in rows if r["eval_threads"]}}
@@ -249,7 +263,7 @@ def main():
           "with the same threads (a run evaluated before threads were recorded shows '-')")
     paired = paired_differences(rows)
     if paired:
-        print("\n# paired: each run's log p(x) minus the first run's on the same test images, "
+        print(f"\n# paired: each run's log p(x) minus the first run's on the same {split} images, "
               "example by example\n# (the mean difference ± its standard error, the same K and eps "
               "seed; the ± above is one run's\n# own estimate over the images, which mostly "
               "measures how the images differ and cancels here)")
@@ -270,10 +284,11 @@ def main():
                       f"{flops / 1e9:>8.2f}{flops / sec / 1e9:>9.1f}")
             print(f"{'':<28}{'(chunk)':<12}{total * 1e3:>9.1f}{'':>7}  {prof['batch']} images x "
                   f"{prof['chunk']} samples, {threads} thread(s)")
-    print("\n# published test NLL (nats)")
-    for data, model, nll, note, source in PUBLISHED:
-        print(f"{data:<24}{model:<64}{nll:>8.2f} {note:<8}{source}")
-    print("\n# targets: " + ", ".join(f"{k} <= {v}" for k, v in TARGETS.items()))
+    if args.split == "test":  # validation numbers are for choosing, not for these tables
+        print("\n# published test NLL (nats)")
+        for data, model, nll, note, source in PUBLISHED:
+            print(f"{data:<24}{model:<64}{nll:>8.2f} {note:<8}{source}")
+        print("\n# targets: " + ", ".join(f"{k} <= {v}" for k, v in TARGETS.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -79,3 +79,28 @@ def test_likelihood_benchmark_compares_runs_image_by_image(tmp_path):
     (runs[1] / "evaluation-log-px.npy").unlink()
     rows, paired = table("-k", "7", "--reuse")
     assert set(rows) == {"s0", "s1"} and paired == []
+    # on the validation set: each run's row is what `vaekit evaluate --split valid` gives, the
+    # pairing is image by image, the test evaluations kept in the runs are left alone, and the
+    # published test numbers are not printed beside validation ones
+    saved = [(r / "evaluation.json").read_text() for r in runs]
+    res = subprocess.run([sys.executable, str(LIKELIHOOD), "--run", str(runs[0]), "--run",
+                          str(runs[1]), "--threads", "1", "-k", "7", "--split", "valid"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("# validation log-likelihood") and "published" not in res.stdout
+    head, _, tail = res.stdout.partition("# paired")
+    valid = {l.split()[0]: l.split() for l in head.splitlines() if l.startswith(("s0 ", "s1 "))}
+    paired = [l.split() for l in tail.splitlines() if l.startswith("s1 ")]
+    for run in runs:
+        cli = run_cli("evaluate", str(run), "--split", "valid", "-k", "7", "--json")
+        assert cli.returncode == 0, cli.stderr
+        ev = json.loads(cli.stdout)
+        assert float(valid[run.name][3]) == pytest.approx(ev["log_px"], abs=1e-3)
+        assert float(valid[run.name][3]) != pytest.approx(float(rows[run.name][3]), abs=1e-3)
+    assert float(paired[0][2]) == pytest.approx(float(valid["s1"][3]) - float(valid["s0"][3]), abs=2e-3)
+    assert [(r / "evaluation.json").read_text() for r in runs] == saved
+    # --reuse and --save keep test evaluations: with --split valid they are refused
+    for flag in ("--reuse", "--save"):
+        res = subprocess.run([sys.executable, str(LIKELIHOOD), "--run", str(runs[0]), "--split",
+                              "valid", flag], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and "--split valid" in res.stderr and "Traceback" not in res.stderr
