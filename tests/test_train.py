@@ -170,6 +170,26 @@ def test_conv_model_round_trips_odd_image_sizes(gated):
         build_vae(ModelConfig(architecture="conv", conv_channels=[4, 4, 4, 4]), (1, 4, 4), "bernoulli")
 
 
+def _gated_halves(conv, h, op, **kw):
+    """a(W1 * h) sigmoid(W2 * h), each half of the layer's weights applied by F.conv2d or
+    F.conv_transpose2d (output channels: dim 0 of a conv's weight, dim 1 of a transposed one's)."""
+    import torch.nn.functional as F
+
+    w, b = conv.weight, conv.bias
+    c = b.shape[0] // 2
+    cut = (slice(None), slice(0, c)) if op is F.conv_transpose2d else (slice(0, c),)
+    rest = (slice(None), slice(c, None)) if op is F.conv_transpose2d else (slice(c, None),)
+    return op(h, w[cut], b[:c], **kw) * torch.sigmoid(op(h, w[rest], b[c:], **kw))
+
+
+def _gated_linear(layer, h):
+    import torch.nn.functional as F
+
+    w, b = layer.linear.weight, layer.linear.bias
+    c = b.shape[0] // 2
+    return F.linear(h, w[:c], b[:c]) * torch.sigmoid(F.linear(h, w[c:], b[c:]))
+
+
 def test_gated_conv_layers_match_an_independent_reference():
     # model.gated with the conv architecture gates every hidden unit, the convolutions' too:
     # h = a(conv_1(x)) * sigmoid(conv_2(x)) (Tomczak & Welling's GatedConv2d). With a = identity
@@ -189,31 +209,19 @@ def test_gated_conv_layers_match_an_independent_reference():
     enc, dec = vae.encoder, vae.decoder
     x = torch.rand(2, *shape)
 
-    def halves(conv, h, op, **kw):
-        w, b = conv.weight, conv.bias
-        c = b.shape[0] // 2
-        cut = (slice(None), slice(0, c)) if op is F.conv_transpose2d else (slice(0, c),)
-        rest = (slice(None), slice(c, None)) if op is F.conv_transpose2d else (slice(c, None),)
-        return op(h, w[cut], b[:c], **kw) * torch.sigmoid(op(h, w[rest], b[c:], **kw))
-
-    def gated_linear(layer, h):
-        w, b = layer.linear.weight, layer.linear.bias
-        c = b.shape[0] // 2
-        return F.linear(h, w[:c], b[:c]) * torch.sigmoid(F.linear(h, w[c:], b[c:]))
-
     # encoder: two gated stride-2 convolutions, a gated hidden layer, a linear output
     h = x
     for layer in enc.convs:
-        h = halves(layer.conv, h, F.conv2d, stride=2, padding=1)
-    h = gated_linear(enc.head[0], h.flatten(1))
+        h = _gated_halves(layer.conv, h, F.conv2d, stride=2, padding=1)
+    h = _gated_linear(enc.head[0], h.flatten(1))
     out = F.linear(h, enc.head[1].weight, enc.head[1].bias)
     torch.testing.assert_close(enc(x).flatten(1), out)
     # decoder: gated hidden layer, gated map to the first feature map, a gated transposed
     # convolution, and a plain transposed convolution to the logits
     z = torch.randn(2, 3)
-    h = gated_linear(dec.head[1], gated_linear(dec.head[0], z)).reshape(2, *dec.start)
+    h = _gated_linear(dec.head[1], _gated_linear(dec.head[0], z)).reshape(2, *dec.start)
     up = dec.deconvs[0].conv
-    h = halves(up, h, F.conv_transpose2d, stride=2, padding=1, output_padding=up.output_padding)
+    h = _gated_halves(up, h, F.conv_transpose2d, stride=2, padding=1, output_padding=up.output_padding)
     last = dec.deconvs[1]
     h = F.conv_transpose2d(h, last.weight, last.bias, stride=2, padding=1,
                            output_padding=last.output_padding)
@@ -231,6 +239,68 @@ def test_gated_conv_layers_match_an_independent_reference():
         "encoder.convs.0.weight", "encoder.convs.2.weight", "encoder.head.0.weight",
         "encoder.head.2.weight", "decoder.head.0.0.weight", "decoder.head.0.2.weight",
         "decoder.deconvs.0.weight", "decoder.deconvs.2.weight"]
+
+
+def test_conv_refine_layers_match_an_independent_reference():
+    # model.conv_refine: the last transposed convolution outputs conv_channels[0] hidden
+    # channels, stride-1 3 x 3 convolutions (gated) run at full resolution, and a 1 x 1
+    # convolution gives the likelihood's parameters (the convolutional HVAE's p(x|z)).
+    import torch.nn.functional as F
+
+    from vaekit.config import ModelConfig
+    from vaekit.model import build_vae
+    from vaekit.networks import GatedConv
+
+    torch.manual_seed(0)
+    shape, channels, refine = (1, 13, 17), [4, 6], [5, 3]
+    cfg = ModelConfig(architecture="conv", latent_dim=3, conv_channels=channels, hidden=[5],
+                      gated=True, activation="linear", conv_refine=refine)
+    dec = build_vae(cfg, shape, "gaussian-learned").decoder  # two parameters per pixel
+    z = torch.randn(2, 3)
+    h = _gated_linear(dec.head[1], _gated_linear(dec.head[0], z)).reshape(2, *dec.start)
+    for up in (dec.deconvs[0].conv, dec.deconvs[1].conv):  # both transposed convs hidden now
+        h = _gated_halves(up, h, F.conv_transpose2d, stride=2, padding=1,
+                          output_padding=up.output_padding)
+    assert h.shape == (2, channels[0], 13, 17)
+    for layer in dec.deconvs[2:4]:
+        assert layer.conv.kernel_size == (3, 3)
+        h = _gated_halves(layer.conv, h, F.conv2d, padding=1)
+    assert h.shape == (2, refine[-1], 13, 17)
+    last = dec.deconvs[4]
+    h = F.conv2d(h, last.weight, last.bias)
+    assert h.shape == (2, 2, 13, 17)
+    torch.testing.assert_close(dec(z).reshape(h.shape), h)
+    assert len(dec.deconvs) == 5 and sum(isinstance(m, GatedConv) for m in dec.deconvs) == 4
+    # ungated: each hidden convolution is followed by the activation, the output layer is not
+    plain = build_vae(ModelConfig(architecture="conv", latent_dim=3, conv_channels=channels,
+                                  hidden=[5], conv_refine=[7]), shape, "bernoulli").decoder
+    assert [type(m).__name__ for m in plain.deconvs] == [
+        "ConvTranspose2d", "ReLU", "ConvTranspose2d", "ReLU", "Conv2d", "ReLU", "Conv2d"]
+    assert plain.deconvs[4].weight.shape == (7, channels[0], 3, 3)
+    assert plain(torch.randn(4, 2, 3)).shape == (4, 2, 1, *shape)
+
+
+def test_conv_refine_model_trains_and_loads(tmp_path):
+    # a conv hierarchy with full-resolution layers trains end to end and loads back from its
+    # run directory (the key shapes weights: a resume takes it from the run); an MLP refuses it
+    from vaekit.config import SHAPE_KEYS, ConfigError, resolve
+    from vaekit.rundir import load_run
+
+    model = {"architecture": "conv", "conv_channels": [8], "conv_refine": [4],
+             "latent_dim": [4, 2], "gated": True, "activation": "linear"}
+    summary = train_and_evaluate(tiny_config(model=model, train={"epochs": 2}), tmp_path / "run")
+    assert math.isfinite(summary["evaluation"]["log_px"])
+    weights = load_file(str(tmp_path / "run" / LATEST))
+    refine = {k: tuple(v.shape) for k, v in weights.items()
+              if k.startswith("model.") and v.dim() == 4 and v.shape[-2:] == (3, 3)}
+    assert list(refine.values()) == [(8, 8, 3, 3)], refine  # 4 channels, gated: 2 x 4
+    vae = load_run(tmp_path / "run", which="latest")
+    assert vae.decoder.deconvs[1].conv.weight.shape == (8, 8, 3, 3)
+    assert "model.conv_refine" in SHAPE_KEYS
+    with pytest.raises(ConfigError, match="model.conv_refine"):
+        resolve(None, None, [{"model": {"conv_refine": [4]}}])
+    with pytest.raises(ConfigError, match="positive"):
+        resolve(None, None, [{"model": {"architecture": "conv", "conv_refine": [0]}}])
 
 
 @pytest.mark.parametrize("prior", ["mixture", "vamp", "diag-normal"])

@@ -84,6 +84,11 @@ class ModelConfig:
     separate_inputs: bool = False
     # Channels of the convolutional encoder's stride-2 layers; the decoder mirrors them.
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    # Channels of stride-1 3 x 3 convolutions (gated with model.gated) that the conv decoder
+    # runs at the image's full resolution after its transposed convolutions, then a 1 x 1
+    # convolution to the likelihood's parameters: the convolutional HVAE of Tomczak & Welling
+    # (2018) ends p(x|z) with three of 64 channels. [] ends with a transposed convolution.
+    conv_refine: list[int] = field(default_factory=list)
     # "auto" (the dataset's advice), "bernoulli", "gaussian" (fixed sigma below) or
     # "gaussian-learned" (sigma output by the decoder, floored at min_sigma).
     likelihood: str = "auto"
@@ -222,7 +227,8 @@ class Config:
 # Keys whose values define the shapes of the weights: on resume they come from the run.
 SHAPE_KEYS = (
     "model.architecture", "model.latent_dim", "model.hidden", "model.gated",
-    "model.separate_inputs", "model.conv_channels", "model.likelihood", "model.prior",
+    "model.separate_inputs", "model.conv_channels", "model.conv_refine", "model.likelihood",
+    "model.prior",
     "model.prior_components",
     "model.conditional",
 )
@@ -300,7 +306,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("model.separate_inputs = true needs a network that reads several "
                           "inputs: a hierarchy (a list model.latent_dim) or model.conditional = "
                           "true; a one-level model's networks read one input each")
-    for key in ("model.hidden", "model.conv_channels"):
+    for key in ("model.hidden", "model.conv_channels", "model.conv_refine"):
         if any(h <= 0 for h in flat[key]):
             raise ConfigError(f"{key} must hold positive widths, got {flat[key]!r}")
     size = cfg.data.image_size
@@ -312,6 +318,9 @@ def _validate(cfg: Config) -> None:
                           f"{cfg.report.explorer_grid}")
     if cfg.model.architecture == "conv" and not cfg.model.conv_channels:
         raise ConfigError("model.conv_channels must name at least one layer for a conv model")
+    if cfg.model.conv_refine and cfg.model.architecture != "conv":
+        raise ConfigError("model.conv_refine adds full-resolution layers to a conv decoder; set "
+                          "model.architecture = \"conv\" or model.conv_refine = []")
     start = cfg.model.pseudo_inputs
     if start != "data" and (isinstance(start, str) or not math.isfinite(start)):
         raise ConfigError(f"model.pseudo_inputs must be \"data\" or a number (the pixel value "

@@ -201,10 +201,13 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """Mirror of :class:`ConvEncoder`: linear map, then stride-2 transposed convolutions
-    whose output padding restores every encoder size exactly (odd sizes included)."""
+    whose output padding restores every encoder size exactly (odd sizes included). With
+    ``refine`` channels, the last transposed convolution outputs ``channels[0]`` hidden
+    channels and stride-1 3 x 3 convolutions at full resolution follow, then a 1 x 1
+    convolution to the parameters (the convolutional HVAE's p(x|z), Tomczak & Welling)."""
 
     def __init__(self, x_shape, latent_dim, channels, hidden=(), params_per_dim=1,
-                 activation="relu", gated=False):
+                 activation="relu", gated=False, refine=()):
         super().__init__()
         c_img, h, w = x_shape
         sizes = conv_sizes((h, w), len(channels))
@@ -218,21 +221,30 @@ class ConvDecoder(nn.Module):
                 ACTIVATIONS[activation](),
             )
         layers: list[nn.Module] = []
-        outs = list(reversed(channels[:-1])) + [params_per_dim * c_img]
+
+        def hidden_conv(conv: type, c_in: int, c_out: int, *args, **kwargs):
+            if gated:
+                layers.append(GatedConv(conv(c_in, 2 * c_out, *args, **kwargs), activation))
+            else:
+                layers.extend((conv(c_in, c_out, *args, **kwargs), ACTIVATIONS[activation]()))
+
+        out = params_per_dim * c_img
+        outs = list(reversed(channels[:-1])) + [channels[0] if refine else out]
         c = channels[-1]
         for i, c_out in enumerate(outs):
             target = sizes[len(channels) - 1 - i]
             source = sizes[len(channels) - i]
             pad = (target[0] - 2 * source[0], target[1] - 2 * source[1])
-            last = i == len(outs) - 1
-            if gated and not last:
-                layers.append(GatedConv(
-                    nn.ConvTranspose2d(c, 2 * c_out, 4, 2, 1, output_padding=pad), activation))
-            else:
+            if i == len(outs) - 1 and not refine:
                 layers.append(nn.ConvTranspose2d(c, c_out, 4, 2, 1, output_padding=pad))
-                if not last:
-                    layers.append(ACTIVATIONS[activation]())
+            else:
+                hidden_conv(nn.ConvTranspose2d, c, c_out, 4, 2, 1, output_padding=pad)
             c = c_out
+        for c_out in refine:
+            hidden_conv(nn.Conv2d, c, c_out, 3, 1, 1)
+            c = c_out
+        if refine:
+            layers.append(nn.Conv2d(c, out, 1))
         self.deconvs = nn.Sequential(*layers)
         self.out_shape = (params_per_dim, *x_shape)
 
@@ -283,7 +295,7 @@ class ConvArchitecture:
     @staticmethod
     def decoder(m, x_shape, in_dim: int, params_per_dim: int) -> nn.Module:
         return ConvDecoder(x_shape, in_dim, m.conv_channels, m.hidden, params_per_dim, m.activation,
-                           m.gated)
+                           m.gated, m.conv_refine)
 
     @staticmethod
     def features(m, x_shape) -> Features:
