@@ -85,14 +85,14 @@ def paired_differences(rows: list[dict]) -> list[tuple[str, str, float, float]]:
     return out
 
 
-def decoder_flops(run: Path) -> int:
+def decoder_flops(run) -> int:
     """Floating-point operations of one decoder pass for one latent sample (torch's
-    FlopCounterMode: the matrix products and convolutions)."""
+    FlopCounterMode: the matrix products and convolutions) of a run directory or a model."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from vaekit.rundir import load_run
 
-    model = load_run(run)
+    model = load_run(run) if isinstance(run, (str, Path)) else run
     z = torch.zeros(1, model.decoder_input)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.decoder(z)
@@ -100,22 +100,29 @@ def decoder_flops(run: Path) -> int:
 
 
 def eval_parts(run: Path, data_dir: str | None, samples: int, threads: int, repeats: int = 3) -> dict:
+    """Where one chunk of a run's evaluation goes on its test set (see :func:`chunk_parts`)."""
+    from vaekit.data import dataset_for_spec
+    from vaekit.rundir import load_run
+
+    model = load_run(run)
+    return chunk_parts(model, dataset_for_spec(model.data_spec, data_dir).test, samples, threads,
+                       repeats)
+
+
+def chunk_parts(model, x: torch.Tensor, samples: int, threads: int, repeats: int = 3) -> dict:
     """Where one chunk of the evaluation's work goes: the three terms of
     log w = log p(x|z) + log p(z) - log q(z|x) (objectives.log_weights) and the draw of z,
     timed separately (best of ``repeats``) with their FLOPs (FlopCounterMode), on the batch
-    and chunk sizes the evaluation itself uses (evaluation.plan_chunks)."""
+    and chunk sizes the evaluation itself uses (evaluation.plan_chunks) for the images ``x``."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vaekit.data import dataset_for_spec
     from vaekit.evaluation import auto_chunk_mib, plan_chunks
     from vaekit.objectives import reparameterize
-    from vaekit.rundir import load_run
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = load_run(run).eval()
-        x = dataset_for_spec(model.data_spec, data_dir).test
+        model = model.eval()
         x = model.shaped(x) if hasattr(model, "shaped") else x
         batch, chunk = plan_chunks(model, x, samples, auto_chunk_mib(torch.device("cpu")))
         xb = x[:batch]

@@ -104,3 +104,32 @@ def test_likelihood_benchmark_compares_runs_image_by_image(tmp_path):
         res = subprocess.run([sys.executable, str(LIKELIHOOD), "--run", str(runs[0]), "--split",
                               "valid", flag], capture_output=True, text=True, timeout=300)
         assert res.returncode == 2 and "--split valid" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_arch_cost_projects_from_the_variant_it_was_given(tmp_path):
+    # each variant is the preset with its overrides applied: adding model.conv_refine = [3] to
+    # a one-layer conv decoder on 8 x 8 digits changes the parameters and the decoder's FLOPs
+    # by exactly what the layers it adds and replaces hold (counted here by hand), and the
+    # projections are the timed parts times their counts
+    import json
+
+    script = LIKELIHOOD.parent / "arch_cost.py"
+    base = 'conv-28 data.name="digits" model.conv_channels=[4] model.hidden=[8]'
+    out = tmp_path / "rows.json"
+    res = subprocess.run([sys.executable, str(script), "--variant", base, "--variant",
+                          base + " model.conv_refine=[3]", "--threads", "1", "-k", "50",
+                          "--repeats", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300, cwd=LIKELIHOOD.parent)
+    assert res.returncode == 0, res.stderr
+    plain, refine = json.loads(out.read_text())
+    assert res.stdout.count("conv-28 data.name") == 2
+    # the decoder's last layer, a 4 -> 1 transposed conv (4 x 4 -> 8 x 8, kernel 4), becomes a
+    # 4 -> 4 one, then a 3 x 3 conv 4 -> 3 and a 1 x 1 conv 3 -> 1 at 8 x 8
+    params = (16 * 4 * 4 + 4) + (9 * 4 * 3 + 3) + (3 + 1) - (16 * 4 * 1 + 1)
+    assert refine["params"] - plain["params"] == params
+    macs = 16 * 16 * 4 * 4 + 64 * 9 * 4 * 3 + 64 * 3 - 16 * 16 * 4 * 1
+    assert (refine["dec_mflop"] - plain["dec_mflop"]) * 1e6 == pytest.approx(2 * macs)
+    for r in (plain, refine):
+        assert (r["n_train"], r["n_valid"], r["n_test"], r["batch"], r["epochs"]) == (1437, 180, 180, 128, 30)
+        assert r["epoch_s"] == pytest.approx(1437 / 128 * r["step_s"] + 180 / 128 * r["valid_s"])
+        assert r["eval_s"] == pytest.approx(r["chunks"] * r["chunk_s"]) and r["chunk_s"] > 0
