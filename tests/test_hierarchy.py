@@ -95,6 +95,46 @@ def test_log_q_at_a_fresh_draw_reuses_the_conditionals_and_agrees():
         h.remove()
 
 
+def test_each_density_runs_once_per_chunk_and_gives_the_same_estimates():
+    """The evaluation and the importance-weighted bound take log p(z), log q(z|x) and the
+    per-level KL from one pass of the prior and the posterior: p(z1|z2) runs once per chunk
+    (it ran twice, once for log w and once more for the KL), and every estimate equals the
+    one recomputed term by term here, to the bit."""
+    from vaekit.distributions import kl_term
+    from vaekit.objectives import iwae_bound
+
+    torch.manual_seed(4)
+    m = _model([3, 2], hidden=(8,), activation="tanh", prior="mixture", prior_components=3)
+    x = torch.randn(5, 6)
+    calls = []
+    hook = m.p_nets[0].register_forward_hook(lambda *_: calls.append(1))
+    est = importance_sampled(m, x, 6, 3, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 2  # two chunks of three samples, one pass each
+    hook.remove()
+    gen = torch.Generator().manual_seed(0)
+    running, kl_levels = torch.full((5,), -math.inf), torch.zeros(5, 2, dtype=torch.float64)
+    with torch.no_grad():
+        q, p = m.encode(x), m.prior
+        for _ in range(2):
+            z = q.rsample_from(torch.randn((3, 5, 5), generator=gen))
+            log_w = m.decode(z).log_prob(x) + p.log_prob(z) - q.log_prob(z)
+            running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
+            per = [a - b for a, b in zip(q.level_log_probs(z), p.level_log_probs(z))]
+            kl_levels += torch.stack(per, -1).double().sum(0)
+    torch.testing.assert_close(est.log_px, running - math.log(6), rtol=0, atol=0)
+    torch.testing.assert_close(est.kl_levels, (kl_levels / 6).float(), rtol=0, atol=0)
+    # the bound for training: one pass of p(z1|z2) too, and the KL of the same samples
+    calls.clear()
+    hook = m.p_nets[0].register_forward_hook(lambda *_: calls.append(1))
+    eps = torch.randn(4, 5, 5)
+    terms = iwae_bound(m, x, 4, noise=eps)
+    assert len(calls) == 1
+    hook.remove()
+    q = m.encode(x)
+    z = q.rsample_from(eps)
+    torch.testing.assert_close(terms.kl, kl_term(q, m.prior, z).detach(), rtol=0, atol=0)
+
+
 def test_ancestral_mean_and_draws_follow_the_levels():
     torch.manual_seed(2)
     m = _model([3, 2])

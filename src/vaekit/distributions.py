@@ -389,10 +389,14 @@ def analytic_kl(posterior: Distribution, prior: Distribution) -> torch.Tensor | 
         return None
 
 
-def kl_term(posterior: Distribution, prior: Distribution, z: torch.Tensor) -> torch.Tensor:
+def kl_term(posterior: Distribution, prior: Distribution, z: torch.Tensor,
+            log_q: torch.Tensor | None = None, log_p: torch.Tensor | None = None) -> torch.Tensor:
     """KL(q(z|x) || p(z)) per example: closed form where registered, else a Monte Carlo
-    estimate averaged over the samples ``z`` of shape ``(S, B, L)`` -> ``(B,)``."""
+    estimate averaged over the samples ``z`` of shape ``(S, B, L)`` -> ``(B,)``, from
+    ``log_q`` = log q(z|x) and ``log_p`` = log p(z) at ``z`` when the caller has them."""
     kl = analytic_kl(posterior, prior)
     if kl is not None:
         return kl
-    return (posterior.log_prob(z) - prior.log_prob(z)).mean(0)  # (S, B) -> (B,)
+    if log_q is None or log_p is None:
+        log_q, log_p = posterior.log_prob(z), prior.log_prob(z)
+    return (log_q - log_p).mean(0)  # (S, B) -> (B,)

@@ -58,11 +58,40 @@ def elbo(model, x: torch.Tensor, beta: float = 1.0, samples: int = 1,
                  reconstruction=reconstruction, kl=kl, objective=value)
 
 
+@dataclass
+class WeightTerms:
+    """log w = log p(x|z) + log p(z) - log q(z|x) at z (S, B, L), with its terms, each (S, B)."""
+
+    log_w: torch.Tensor
+    log_lik: torch.Tensor  # log p(x|z)
+    log_p: torch.Tensor  # log p(z)
+    log_q: torch.Tensor  # log q(z|x)
+    kl_levels: torch.Tensor | None = None  # (S, B, L): log q - log p level by level
+
+
+def weight_terms(model, x: torch.Tensor, posterior, prior, z: torch.Tensor,
+                 levels: bool = False) -> WeightTerms:
+    """The terms of log w at z, each density computed once, so that the callers who also
+    want a Monte Carlo KL (log q - log p) or a hierarchy's KL level by level take them from
+    here instead of running the prior (a VampPrior's mixture, a hierarchy's level networks)
+    and the posterior again. ``levels`` (for distributions with ``level_log_probs``) also
+    keeps log q(z_l|.) - log p(z_l|.) per level; log p(z) and log q(z|x) are then the sums
+    their ``log_prob`` computes, to the bit."""
+    log_lik = model.decode(z).log_prob(x)  # (S, B)
+    if levels:
+        q_levels, p_levels = posterior.level_log_probs(z), prior.level_log_probs(z)
+        log_p, log_q = torch.stack(p_levels).sum(0), torch.stack(q_levels).sum(0)
+        per = torch.stack([q - p for q, p in zip(q_levels, p_levels)], -1)
+        return WeightTerms(log_lik + log_p - log_q, log_lik, log_p, log_q, per)
+    log_p, log_q = prior.log_prob(z), posterior.log_prob(z)
+    return WeightTerms(log_lik + log_p - log_q, log_lik, log_p, log_q)
+
+
 def log_weights(model, x: torch.Tensor, posterior, prior, z: torch.Tensor):
     """log w = log p(x|z) + log p(z) - log q(z|x) for z of shape (S, B, L) -> (S, B),
     returned with its first term log p(x|z) (also (S, B))."""
-    log_lik = model.decode(z).log_prob(x)  # (S, B)
-    return log_lik + prior.log_prob(z) - posterior.log_prob(z), log_lik
+    terms = weight_terms(model, x, posterior, prior, z)
+    return terms.log_w, terms.log_lik
 
 
 def iwae_bound(model, x: torch.Tensor, samples: int, beta: float = 1.0,
@@ -77,7 +106,9 @@ def iwae_bound(model, x: torch.Tensor, samples: int, beta: float = 1.0,
     posterior = model.encode(x)
     prior = model.prior
     z = reparameterize(posterior, samples, noise)  # (K, B, L)
-    log_w, log_lik = log_weights(model, x, posterior, prior, z)  # (K, B)
+    terms = weight_terms(model, x, posterior, prior, z)
+    log_w, log_lik = terms.log_w, terms.log_lik  # (K, B)
+
     def log_mean_w(lw):  # log 1/K sum_k exp(lw_k), (K, B) -> (B,)
         return torch.logsumexp(lw, 0) - math.log(samples)
 
@@ -85,7 +116,7 @@ def iwae_bound(model, x: torch.Tensor, samples: int, beta: float = 1.0,
     # beta = 1 skips the tempering so that the loss is L_K to the bit, as before the warm-up
     tempered = bound if beta == 1.0 else log_mean_w(log_lik + beta * (log_w - log_lik))
     reconstruction = log_lik.mean(0)
-    kl = kl_term(posterior, prior, z)
+    kl = kl_term(posterior, prior, z, terms.log_q, terms.log_p)
     return Terms(loss=-tempered, elbo=(reconstruction - kl).detach(),
                  reconstruction=reconstruction.detach(), kl=kl.detach(), objective=bound)
 
@@ -141,17 +172,16 @@ def importance_sampled(model, x: torch.Tensor, samples: int, chunk: int,
             # shared: one eps_k for every example
             shape = (k, 1 if shared else len(x), *model.noise_shape)
             z = reparameterize(posterior, k, to_device(torch.randn(shape, generator=generator), x.device))
-        log_w, log_lik = log_weights(model, x, posterior, prior, z)  # (k, B)
-        running = torch.logaddexp(running, torch.logsumexp(log_w, 0))
-        lik_sum += log_lik.to(lik_sum.dtype).sum(0)
+        terms = weight_terms(model, x, posterior, prior, z, levels=by_level)  # each (k, B)
+        running = torch.logaddexp(running, torch.logsumexp(terms.log_w, 0))
+        lik_sum += terms.log_lik.to(lik_sum.dtype).sum(0)
         if by_level:
-            per = torch.stack([q - p for q, p in zip(posterior.level_log_probs(z),
-                                                     prior.level_log_probs(z))], -1)  # (k, B, L)
+            per = terms.kl_levels  # (k, B, L)
             kl_levels += per.to(kl_levels.dtype).sum(0)
             if closed_kl is None:
                 kl_sum += per.sum(-1).to(kl_sum.dtype).sum(0)
         elif closed_kl is None:
-            kl_sum += (posterior.log_prob(z) - prior.log_prob(z)).to(kl_sum.dtype).sum(0)
+            kl_sum += (terms.log_q - terms.log_p).to(kl_sum.dtype).sum(0)
         done += k
     dtype = posterior.mean.dtype
     kl = closed_kl if closed_kl is not None else (kl_sum / samples).to(dtype)
