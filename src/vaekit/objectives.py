@@ -78,13 +78,14 @@ def weight_terms(model, x: torch.Tensor, posterior, prior, z: torch.Tensor,
     keeps log q(z_l|.) - log p(z_l|.) per level; log p(z) and log q(z|x) are then the sums
     their ``log_prob`` computes, to the bit."""
     log_lik = model.decode(z).log_prob(x)  # (S, B)
+    per = None
     if levels:
         q_levels, p_levels = posterior.level_log_probs(z), prior.level_log_probs(z)
         log_p, log_q = torch.stack(p_levels).sum(0), torch.stack(q_levels).sum(0)
         per = torch.stack([q - p for q, p in zip(q_levels, p_levels)], -1)
-        return WeightTerms(log_lik + log_p - log_q, log_lik, log_p, log_q, per)
-    log_p, log_q = prior.log_prob(z), posterior.log_prob(z)
-    return WeightTerms(log_lik + log_p - log_q, log_lik, log_p, log_q)
+    else:
+        log_p, log_q = prior.log_prob(z), posterior.log_prob(z)
+    return WeightTerms(log_lik + log_p - log_q, log_lik, log_p, log_q, per)
 
 
 def log_weights(model, x: torch.Tensor, posterior, prior, z: torch.Tensor):
