@@ -4,8 +4,8 @@ test evaluation, projected from timed steps, for wider decoders than the CPU run
 For each variant (a preset plus ``--set``-style overrides) the model is built on the preset's
 data as `vaekit train` builds it, then, with the given threads:
 
-- one training step (the ELBO's forward and backward on a batch of the preset's size, the
-  warm-up's beta, and an Adam step) and one validation batch (the ELBO without gradients)
+- one training step (the ELBO's forward and backward on a batch of the preset's size, and
+  an Adam step; beta does not change the cost) and one validation batch (the ELBO without gradients)
   are timed, best of ``--repeats`` after a warm-up step;
 - one chunk of the evaluation (the batch and samples per chunk that `vaekit evaluate` plans;
   the same terms of log w as ``likelihood.py --parts``) is timed the same way;
@@ -27,14 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
-import tomllib
 from pathlib import Path
 
 import torch
 
 import vaekit
-from likelihood import chunk_parts, decoder_flops, matmul_peak  # benchmarks/likelihood.py
+from likelihood import _timed, chunk_parts, decoder_flops, matmul_peak  # benchmarks/likelihood.py
 from vaekit import config as config_mod
 from vaekit.objectives import elbo
 from vaekit.runs import prepare
@@ -49,41 +47,30 @@ VARIANTS = [
 ]
 
 
-def parse_variant(text: str) -> tuple[str, dict]:
-    """'PRESET key=value ...' -> (preset, nested overrides); values are TOML, as --set takes."""
+def parse_variant(text: str) -> tuple[str, list[dict]]:
+    """'PRESET key=value ...' -> (preset, overrides), each item read as `--set` reads it."""
     preset, *sets = text.split()
-    overrides: dict = {}
-    for item in sets:
-        key, _, value = item.partition("=")
-        section, name = key.split(".", 1)
-        overrides.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
-    return preset, overrides
+    return preset, [config_mod.parse_override(item) for item in sets]
 
 
 def best_of(fn, repeats: int) -> float:
     fn()  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(_timed(fn) for _ in range(repeats))
 
 
 def measure(text: str, data_dir: str | None, threads: int, repeats: int, samples: int) -> dict:
     preset, overrides = parse_variant(text)
-    cfg = config_mod.resolve(preset, None, [overrides, {
+    cfg = config_mod.resolve(preset, None, [*overrides, {
         "data": {"data_dir": data_dir or ""}, "train": {"threads": threads, "progress": False}}])
     data, model = prepare(cfg)
     batch = cfg.train.batch_size
     x = model.shaped(data.train_epoch(torch.Generator().manual_seed(0))[:batch])
     xv = model.shaped(data.valid[:batch])
-    beta = 1.0 / max(cfg.train.warmup_epochs, 1) if cfg.train.warmup_epochs else cfg.train.beta
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        elbo(model, x, beta).loss.mean().backward()
+        elbo(model, x, cfg.train.beta).loss.mean().backward()
         opt.step()
 
     def valid():
@@ -100,7 +87,8 @@ def measure(text: str, data_dir: str | None, threads: int, repeats: int, samples
     return {
         "variant": text, "params": sum(p.numel() for p in model.parameters()),
         "dec_mflop": decoder_flops(model) / 1e6, "valid_s": valid_s, "chunk_s": chunk_s,
-        "chunks": chunks, "n_train": len(data.train), "n_valid": len(data.valid), "batch": batch, "step_s": step_s,
+        "chunks": chunks, "n_train": len(data.train), "n_valid": len(data.valid), "batch": batch,
+        "step_s": step_s,
         "epoch_s": len(data.train) / batch * step_s + len(data.valid) / batch * valid_s,
         "epochs": cfg.train.epochs, "eval_s": chunks * chunk_s, "n_test": len(data.test),
     }

@@ -228,9 +228,7 @@ class Config:
 SHAPE_KEYS = (
     "model.architecture", "model.latent_dim", "model.hidden", "model.gated",
     "model.separate_inputs", "model.conv_channels", "model.conv_refine", "model.likelihood",
-    "model.prior",
-    "model.prior_components",
-    "model.conditional",
+    "model.prior", "model.prior_components", "model.conditional",
 )
 
 _CHOICES = {
