@@ -95,7 +95,7 @@ def measure(text: str, data_dir: str | None, threads: int, repeats: int, samples
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", help="where the datasets are (else $VAEKIT_DATA_DIR)")
     ap.add_argument("--variant", action="append", default=[],
                     help="'PRESET key=value ...' (repeatable; default: the CPU recipes and the "

@@ -33,7 +33,7 @@ def train(src: Path, out: Path, args: list[str]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", required=True, help="the other checkout (its src/ is used)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="train with each tree this many times, taking turns, and time them")

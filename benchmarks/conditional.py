@@ -38,7 +38,7 @@ def train(out: Path, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/cvae-bench")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -29,7 +29,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default="", help="folder with the benchmark data ($VAEKIT_DATA_DIR)")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()

@@ -21,7 +21,7 @@ import torch
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", required=True, help="a finished run (repeatable)")
     ap.add_argument("--ood", help="other data for the AUROCs (a built-in name or a file)")
     ap.add_argument("--data-dir")

@@ -23,7 +23,7 @@ from vaekit.mixture import GaussianMixture
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(allow_abbrev=False)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--d", type=int, default=10)
     ap.add_argument("--k", type=int, default=10)

@@ -31,7 +31,7 @@ import torch
 
 import vaekit
 from vaekit.errors import VaekitError
-from vaekit.rundir import check_run_dir, evaluate_run, read_config, saved_log_px
+from vaekit.rundir import check_run_dir, evaluate_run, read_config, read_evaluation, saved_log_px
 
 # (data, model, NLL, note, source) from the papers; the targets of issue 7 below them.
 PUBLISHED = [
@@ -172,7 +172,7 @@ def _timed(fn) -> float:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", default=[], help="a finished run directory (repeatable)")
     ap.add_argument("--preset", help="train this preset first (into --out)")
     ap.add_argument("--out", help="run directory for --preset")
@@ -184,23 +184,20 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--split", choices=("test", "valid"), default="test",
                     help="evaluate on the validation set instead, to choose between runs without "
-                         "looking at the test set (not with --reuse or --save, which keep test "
-                         "evaluations)")
+                         "looking at the test set")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     ap.add_argument("--parts", action="store_true",
                     help="also time the terms of log w on one chunk of each run (where the "
                          "evaluation's time goes), with the evaluation's own threads")
     ap.add_argument("--reuse", action="store_true",
-                    help="take RUN/evaluation.json when it was made with the same K on the full "
-                         "test set (what `train` wrote), instead of evaluating again")
+                    help="take a saved evaluation with the same K and split instead of "
+                         "evaluating again: the run's own (evaluation.json, what `train` wrote) "
+                         "or an earlier --save's")
     ap.add_argument("--save", action="store_true",
-                    help="write each fresh evaluation into its run (evaluation.json and each test "
-                         "image's estimate), as `vaekit evaluate RUN -k K` does, so that a later "
-                         "--reuse pairs it image by image with other runs")
+                    help="write each fresh evaluation into its run (RUN/evaluations/, named by "
+                         "its settings, with each image's estimate), as `vaekit evaluate RUN -k K` "
+                         "does, so that a later --reuse pairs it image by image with other runs")
     args = ap.parse_args()
-    if args.split != "test" and (args.reuse or args.save):
-        ap.error(f"--reuse and --save keep test evaluations; drop them to evaluate "
-                 f"--split {args.split}")
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = list(args.run)
@@ -218,8 +215,9 @@ def main():
         summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
         cfg = read_config(run)
         start = time.perf_counter()
-        saved = json.loads((run / "evaluation.json").read_text()) if (run / "evaluation.json").exists() else {}
-        if args.reuse and saved.get("importance_samples") == args.importance_samples:
+        # the run's own result where it has this K, else an earlier --save of this K and split
+        saved = read_evaluation(run, args.split, args.importance_samples) if args.reuse else None
+        if saved is not None:
             ev, reused = saved, True
             per_example = saved_log_px(run, saved)  # None for a run evaluated before they were kept
         else:

@@ -64,7 +64,7 @@ def child(args, only_load: bool) -> dict:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a trained run directory (e.g. the bmnist-vae preset's)")
     ap.add_argument("--data-dir", help="where its data are (else as recorded, or $VAEKIT_DATA_DIR)")
     ap.add_argument("-k", "--importance-samples", type=int, default=5000)

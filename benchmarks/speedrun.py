@@ -86,7 +86,7 @@ def mean_sd(values: list[float], digits: int = 2) -> str:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", default="bmnist-vae,bmnist-fast",
                     help="comma-separated; the first is the reference of the time ratio")
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")

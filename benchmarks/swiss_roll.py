@@ -59,7 +59,7 @@ def run_seed(seed: int, out: Path, threads: int, extra: list[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,3,5")
     ap.add_argument("--jobs", type=int, default=1, help="runs at the same time")
     ap.add_argument("--threads", type=int, default=0, help="0: the preset's own setting")

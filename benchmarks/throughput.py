@@ -202,7 +202,7 @@ def step_breakdown(data, batch: int, step_ms: float) -> list[tuple[str, float]]:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", required=False, help="folder with binarized MNIST (.amat)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of (a), (b) and (c)")

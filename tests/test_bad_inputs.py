@@ -66,6 +66,18 @@ def damaged_copy(good: Path, d: Path, damage) -> Path:
     return run
 
 
+def flip_weight_bytes(run: Path) -> None:
+    """Flip bytes in the middle of best.safetensors' tensor data (past its header), where
+    safetensors' own checks cannot see it: the weights change, the file still parses."""
+    path = run / "checkpoints/best.safetensors"
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    middle = (start + len(data)) // 2
+    for i in range(middle, middle + 8):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def npy(d, name, array, **kw):
     np.save(d / name, array, **kw)
     return str(d / name)
@@ -137,6 +149,16 @@ CASES = [
     ("run-from-another-model", lambda d, g: ["evaluate", str(damaged_copy(g, d, lambda r: (r / "config.toml").write_text((r / "config.toml").read_text().replace("latent_dim = 2", "latent_dim = 3"))))], ["do not fit the model"]),
     ("resume-without-checkpoint", lambda d, g: ["train", "--resume", str(damaged_copy(g, d, lambda r: (r / "checkpoints/latest.safetensors").unlink()))], ["no checkpoint to resume from"]),
     ("resume-changes-shape", lambda d, g: ["train", "--resume", str(g), "--latent-dim", "3"], ["cannot change", "model.latent_dim"]),
+    ("resume-changes-activation", lambda d, g: ["train", "--resume", str(g), "--set", "model.activation=tanh"], ["cannot change", "model.activation", "'relu' -> 'tanh'", "new run"]),
+    ("resume-changes-posterior-floor", lambda d, g: ["train", "--resume", str(g), "--set", "model.min_scale=0.01"], ["cannot change", "model.min_scale", "--out NEW"]),
+    ("resume-changes-data", lambda d, g: ["train", "--resume", str(g), "--set", "data.max_train=5"], ["cannot change", "data.max_train"]),
+    ("branch-changes-activation", lambda d, g: ["train", "--resume", str(g), "--out", str(d / "r"), "--set", "model.activation=tanh"], ["cannot change", "model.activation"]),
+    ("origin-set-by-hand", lambda d, g: ["train", *TINY, "--set", "origin.run=x", "--out", str(d / "r")], ["[origin]", "written by vaekit"]),
+    ("flipped-weight-bytes", lambda d, g: ["evaluate", str(damaged_copy(g, d, flip_weight_bytes))], ["best.safetensors", "damaged", "checksum"]),
+    ("mistyped-option", lambda d, g: ["evaluate", str(g), "--dat", str(d)], ["unrecognized arguments", "--dat"]),
+    ("option-of-another-command", lambda d, g: ["evaluate", str(g), "--data", "x.npy"], ["unrecognized arguments", "--data"]),
+    ("missing-data-dir", lambda d, g: ["evaluate", str(g), "--data-dir", str(d / "nowhere")], ["--data-dir", "does not exist"]),
+    ("update-on-validation", lambda d, g: ["evaluate", str(g), "--split", "valid", "--update"], ["--update", "test set"]),
     ("zero-samples", lambda d, g: ["sample", str(g), "-n", "0"], ["at least 1"]),
     ("zero-importance-samples", lambda d, g: ["evaluate", str(g), "-k", "0"], ["at least 1"]),
     ("index-out-of-range", lambda d, g: ["interpolate", str(g), "--from", "0", "--to", "99999"], ["--to 99999", "0 to 179"]),

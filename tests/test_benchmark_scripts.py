@@ -66,17 +66,21 @@ def test_likelihood_benchmark_compares_runs_image_by_image(tmp_path):
     rows, paired = table("-k", "7")
     assert float(paired[0][2]) == pytest.approx(float(rows["s1"][3]) - float(rows["s0"][3]), abs=2e-3)
     assert np.array_equal(np.load(runs[0] / "evaluation-log-px.npy"), a)
-    # with --save the fresh evaluation replaces the run's, and --reuse then pairs it unchanged
+    # with --save the fresh evaluation is kept beside the run's own (which stays), and --reuse
+    # then pairs it unchanged
+    own = [(r / "evaluation.json").read_bytes() for r in runs]
     rows7, paired7 = table("-k", "7", "--save")
+    assert [(r / "evaluation.json").read_bytes() for r in runs] == own
     for run in runs:
-        ev = json.loads((run / "evaluation.json").read_text())
+        ev = json.loads((run / "evaluations" / "test-k7-seed1234.json").read_text())
         assert ev["importance_samples"] == 7
-        assert np.load(run / "evaluation-log-px.npy").mean() == pytest.approx(ev["log_px"], abs=1e-9)
+        assert np.load(run / "evaluations" / "test-k7-seed1234-log-px.npy").mean() == \
+            pytest.approx(ev["log_px"], abs=1e-9)
     assert float(rows7["s1"][3]) == pytest.approx(float(rows["s1"][3]), abs=1e-3)
     rows, paired = table("-k", "7", "--reuse")
     assert set(rows) == {"s0", "s1"} and float(paired[0][2]) == pytest.approx(float(paired7[0][2]), abs=1e-3)
     # a run evaluated before the estimates were kept is listed, just not paired
-    (runs[1] / "evaluation-log-px.npy").unlink()
+    (runs[1] / "evaluations" / "test-k7-seed1234-log-px.npy").unlink()
     rows, paired = table("-k", "7", "--reuse")
     assert set(rows) == {"s0", "s1"} and paired == []
     # on the validation set: each run's row is what `vaekit evaluate --split valid` gives, the
@@ -99,11 +103,18 @@ def test_likelihood_benchmark_compares_runs_image_by_image(tmp_path):
         assert float(valid[run.name][3]) != pytest.approx(float(rows[run.name][3]), abs=1e-3)
     assert float(paired[0][2]) == pytest.approx(float(valid["s1"][3]) - float(valid["s0"][3]), abs=2e-3)
     assert [(r / "evaluation.json").read_text() for r in runs] == saved
-    # --reuse and --save keep test evaluations: with --split valid they are refused
-    for flag in ("--reuse", "--save"):
-        res = subprocess.run([sys.executable, str(LIKELIHOOD), "--run", str(runs[0]), "--split",
-                              "valid", flag], capture_output=True, text=True, timeout=300)
-        assert res.returncode == 2 and "--split valid" in res.stderr and "Traceback" not in res.stderr
+    # --save keeps a validation evaluation under its own name (the run's test result stays),
+    # and --reuse then takes it instead of evaluating again
+    res = subprocess.run([sys.executable, str(LIKELIHOOD), "--run", str(runs[0]), "--split",
+                          "valid", "-k", "7", "--save"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    kept = json.loads((runs[0] / "evaluations" / "valid-k7-seed1234.json").read_text())
+    assert kept["split"] == "valid" and kept["log_px"] == pytest.approx(float(valid["s0"][3]), abs=1e-3)
+    assert [(r / "evaluation.json").read_text() for r in runs] == saved
+    (runs[0] / "evaluations" / "valid-k7-seed1234.json").write_text(json.dumps(dict(kept, log_px=-1.5)))
+    res = subprocess.run([sys.executable, str(LIKELIHOOD), "--run", str(runs[0]), "--split",
+                          "valid", "-k", "7", "--reuse"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "-1.500" in res.stdout  # read back, not evaluated again
 
 
 def test_arch_cost_projects_from_the_variant_it_was_given(tmp_path):

@@ -33,9 +33,11 @@ def test_evaluate_json_has_the_documented_keys(trained):
 
 
 def test_evaluate_is_reproducible_with_its_seed(trained):
-    a = json.loads(run_cli("evaluate", str(trained), "-k", "5", "--json").stdout)
-    b = json.loads(run_cli("evaluate", str(trained), "-k", "5", "--json").stdout)
-    assert a["log_px"] == b["log_px"]
+    a, b, c = (json.loads(run_cli("evaluate", str(trained), "-k", "5", "--seed", seed,
+                                  "--json").stdout) for seed in ("7", "7", "8"))
+    assert a["seed"] == b["seed"] == 7 and c["seed"] == 8
+    assert a["log_px"] == b["log_px"]  # one seed, one estimate
+    assert a["log_px"] != c["log_px"]  # the seed is used: another one draws other samples
 
 
 def test_binarized_mnist_log_px_is_above_the_elbo(tmp_path, data_dir):
@@ -124,6 +126,12 @@ def test_a_fork_continues_a_copy_from_the_latest_or_best_checkpoint(tmp_path):
                    *quick).returncode == 0
     assert [r["epoch"] for r in _epochs(best)] == [1, 2, 3, 4]
     assert _epochs(best) == _epochs(two)
+    from vaekit.rundir import read_config
+
+    origin = read_config(best).origin  # the branch says what it continued and changed
+    assert (origin.run, origin.checkpoint, origin.epoch) == (str(run), "best", 2)
+    assert origin.changed == ["train.epochs: 3 -> 4", "train.lr: 0.5 -> 0.001"]
+    assert read_config(run).origin.run == ""  # the source is not a branch
     # from the latest checkpoint (the default): the same as continuing the run in place
     latest, same = tmp_path / "latest", tmp_path / "same"
     shutil.copytree(run, same)
@@ -205,7 +213,7 @@ def test_an_interrupted_evaluate_continues_where_it_stopped(trained, monkeypatch
     with monkeypatch.context() as m:
         m.setattr(evaluation, "importance_sampled", stopped)
         assert main(command) == 130
-    kept = trained / "evaluation-test.partial.safetensors"
+    kept = trained / "evaluations" / "test-k6-seed1234.partial.safetensors"
     assert f"progress is kept in {kept}: run the same command again" in capsys.readouterr().err
     assert main(command) == 0
     resumed = json.loads(capsys.readouterr().out)
@@ -215,8 +223,41 @@ def test_an_interrupted_evaluate_continues_where_it_stopped(trained, monkeypatch
     assert calls == [50, 50]
     assert {k: resumed[k] for k in ("log_px", "elbo", "kl", "unit_variances")} == \
         {k: fresh[k] for k in ("log_px", "elbo", "kl", "unit_variances")}
-    saved = json.loads((trained / "evaluation.json").read_text())
-    assert saved["log_px"] == fresh["log_px"]
+    saved = json.loads((trained / "evaluations" / "test-k6-seed1234.json").read_text())
+    assert saved["log_px"] == fresh["log_px"] and saved["seed"] == 1234
+    assert json.loads((trained / "evaluation.json").read_text())["importance_samples"] == 16
+
+
+def test_evaluate_takes_the_runs_settings_and_never_replaces_its_result_unless_asked(tmp_path):
+    """`vaekit evaluate RUN` defaults to the run's [eval] (K, seed, chunk size), not to
+    defaults of its own; with other settings the result goes to a file named by them, and
+    the run's own result (what the report shows) changes only with --update, which also
+    records the settings in the run's config so the two agree."""
+    from vaekit.rundir import read_config
+
+    run = tmp_path / "run"
+    res = run_cli("train", *TINY, "--out", str(run), "-k", "7", "--set", "eval.seed=99",
+                  "--no-report")
+    assert res.returncode == 0, res.stderr
+    assert read_config(run).eval.importance_samples == 7  # train's -k is recorded
+    own = json.loads((run / "evaluation.json").read_text())
+    assert (own["importance_samples"], own["seed"], own["split"]) == (7, 99, "test")
+    before = {f: (run / f).read_bytes() for f in ("evaluation.json", "evaluation-log-px.npy",
+                                                   "config.toml")}
+    again = json.loads(run_cli("evaluate", str(run), "--json").stdout)
+    assert (again["importance_samples"], again["seed"]) == (7, 99)
+    assert again["log_px"] == own["log_px"]  # the run's own settings give its own numbers
+    other = json.loads(run_cli("evaluate", str(run), "-k", "3", "--seed", "1234", "--json").stdout)
+    assert other["saved_as"] == str(run / "evaluations" / "test-k3-seed1234.json")
+    assert json.loads((run / "evaluations" / "test-k3-seed1234.json").read_text())["log_px"] == \
+        other["log_px"] != own["log_px"]
+    assert {f: (run / f).read_bytes() for f in before} == before
+    assert run_cli("report", str(run)).returncode == 0
+    assert "K = 7" in (run / "report.html").read_text()
+    res = run_cli("evaluate", str(run), "-k", "3", "--seed", "1234", "--update")
+    assert res.returncode == 0 and f"written to {run / 'evaluation.json'}" in res.stdout
+    assert json.loads((run / "evaluation.json").read_text())["log_px"] == other["log_px"]
+    assert (read_config(run).eval.importance_samples, read_config(run).eval.seed) == (3, 1234)
 
 
 def test_ctrl_c_in_trainings_test_evaluation_is_continued_by_resume(tmp_path, monkeypatch, capsys):

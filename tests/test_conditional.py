@@ -17,7 +17,7 @@ from vaekit.evaluation import evaluate
 from vaekit.objectives import elbo
 from vaekit.rundir import load_run
 from vaekit.runs import train_and_evaluate
-from vaekit.train import LATEST
+from vaekit.checkpoint import LATEST
 
 
 def _cfg(**train):

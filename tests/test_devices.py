@@ -30,7 +30,8 @@ from vaekit.mixture import GaussianMixture
 from vaekit.objectives import log_weights
 from vaekit.rundir import load_run
 from vaekit.runs import train_and_evaluate
-from vaekit.train import LATEST, Trainer
+from vaekit.checkpoint import LATEST
+from vaekit.train import Trainer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vaekit import checkpoint as ckpt
-from vaekit.train import LATEST
+from vaekit.checkpoint import LATEST
 
 ARGS = ["train", "--data", "digits", "--latent-dim", "4", "--set", "model.hidden=[32]",
         "--batch-size", "64", "--quiet", "--importance-samples", "4", "--no-report",

@@ -16,7 +16,7 @@ from vaekit.model import build_vae
 from vaekit.objectives import elbo
 from vaekit.runs import train_and_evaluate
 from vaekit.optim import adam_step, grad_check
-from vaekit.train import LATEST
+from vaekit.checkpoint import LATEST
 
 from conftest import run_cli, tiny_config
 

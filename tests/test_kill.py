@@ -8,7 +8,7 @@ import time
 
 from vaekit import checkpoint as ckpt
 from vaekit.rundir import load_run
-from vaekit.train import LATEST
+from vaekit.checkpoint import LATEST
 
 ARGS = ["--data", "digits", "--set", "model.hidden=[512, 512]", "--latent-dim", "8",
         "--set", "data.max_train=256", "--batch-size", "32", "--quiet", "--set", "train.threads=1",

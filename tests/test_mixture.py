@@ -153,3 +153,15 @@ def test_reg_covar_allowance_is_the_exact_loss_of_q_and_bounds_every_fall():
             - _q_covariance_term(X, resp.numpy(), means.numpy(), covs.numpy())) / len(X)
     assert lost > 0
     assert gm._regularisation_allowance(covs, weights) == pytest.approx(lost, rel=1e-6)
+
+
+def test_unseeded_fits_and_samples_leave_torchs_global_generator_alone():
+    # random_state=None draws from a generator of its own (OS entropy), never by reseeding
+    # torch's global one in the middle of a program
+    X = torch.randn(200, 2, dtype=torch.float64)
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    gm = GaussianMixture(n_components=2, random_state=None).fit(X)
+    gm.sample(5)
+    assert torch.equal(torch.rand(4), expected)

@@ -12,7 +12,7 @@ from conftest import run_cli, tiny_config
 from vaekit import config as config_mod
 from vaekit.errors import ConfigError
 from vaekit.runs import RESTARTS, restart_seed, train_and_evaluate
-from vaekit.train import BEST, LATEST
+from vaekit.checkpoint import BEST, LATEST
 
 
 def _cfg(**train):

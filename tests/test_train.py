@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 import vaekit
 from vaekit.errors import TrainingDiverged
 from vaekit.runs import train_and_evaluate
-from vaekit.train import BEST, LATEST
+from vaekit.checkpoint import BEST, LATEST
 
 from conftest import tiny_config
 
@@ -464,3 +464,37 @@ def test_weight_decay_changes_on_resume_but_is_not_switched_on_or_off(tmp_path):
     assert sorted(g["weight_decay"] for g in groups) == [0.0, 0.3]
     with pytest.raises(CheckpointError, match="weight_decay"):
         train_and_evaluate(tiny_config(train={"epochs": 3, "weight_decay": 0.0}), run, resume=True)
+
+
+def test_a_flipped_byte_in_a_weight_is_refused_on_load(tmp_path):
+    # the checkpoint's tensors carry a SHA-256 written with them: a byte changed inside a
+    # tensor's data (which parses as well as the original) is caught on every load
+    from vaekit import checkpoint as ckpt
+    from vaekit.errors import CheckpointError
+
+    tensors = {"w": torch.arange(12, dtype=torch.float32).reshape(3, 4), "b": torch.tensor(2.0)}
+    ckpt.save(tmp_path / "c.safetensors", tensors, {"kind": "test"})
+    loaded, meta = ckpt.load(tmp_path / "c.safetensors")
+    assert meta == {"kind": "test", "format": ckpt.FORMAT}
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    data = bytearray((tmp_path / "c.safetensors").read_bytes())
+    data[-5] ^= 0x01  # inside w's last float
+    (tmp_path / "d.safetensors").write_bytes(bytes(data))
+    from safetensors.torch import load_file
+
+    assert not torch.equal(load_file(str(tmp_path / "d.safetensors"))["w"], tensors["w"])
+    with pytest.raises(CheckpointError, match="damaged.*checksum"):
+        ckpt.load(tmp_path / "d.safetensors")
+
+
+def test_read_only_commands_import_nothing_of_training():
+    # sample, encode, reconstruct, report, diagnose and score read runs through rundir; none
+    # of them needs the training loop, its runs module or the fused step
+    import subprocess
+    import sys
+
+    code = ("import sys, vaekit.rundir, vaekit.explore, vaekit.report, vaekit.diagnose; "
+            "print(sorted(m for m in ('vaekit.train', 'vaekit.runs', 'vaekit.fused', "
+            "'vaekit.optim') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

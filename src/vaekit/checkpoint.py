@@ -14,6 +14,7 @@ back together by :func:`join_state`; dict keys keep their types (ints stay ints)
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,9 @@ import torch
 from .errors import CheckpointError, WriteError
 
 FORMAT = "vaekit-checkpoint-1"
+#: a run's checkpoints: the state after the last epoch (or Ctrl-C), and at the best one
+LATEST = "checkpoints/latest.safetensors"
+BEST = "checkpoints/best.safetensors"
 
 
 def _umask() -> int:
@@ -140,10 +144,22 @@ def join_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # ------------------------------------------------------------------------ save / load
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of every tensor's name, dtype, shape and bytes, in name order: written into a
+    checkpoint's metadata and checked on load, so that a flipped byte inside a weight (which
+    safetensors' header checks cannot see) is refused instead of loaded."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def to_bytes(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
     from safetensors.torch import save
 
-    doc = dict(meta, format=FORMAT)
+    doc = dict(meta, format=FORMAT, tensors_sha256=tensors_digest(tensors))
     return save({k: v.contiguous() for k, v in tensors.items()},
                 metadata={"vaekit": json.dumps(doc, allow_nan=True)})
 
@@ -180,6 +196,11 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise CheckpointError(bad) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(bad)
+    recorded = meta.pop("tensors_sha256", None)  # absent from checkpoints of earlier versions
+    if recorded is not None and recorded != tensors_digest(tensors):
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its tensors do not match the "
+                              "checksum recorded when it was written; restore it from a copy, "
+                              "resume from the other checkpoint of the run, or retrain")
     return tensors, meta
 
 
@@ -228,3 +249,27 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+# ------------------------------------------------------------------ model weights
+
+
+def kept_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model weights a checkpoint keeps: the weight average's where it holds one
+    (``train.ema_decay``), else the trained weights."""
+    avg = {k[len("ema.module."):]: v for k, v in tensors.items() if k.startswith("ema.module.")}
+    return avg or {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def load_model_state(model, state: dict[str, torch.Tensor], where) -> None:
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = next((l.strip() for l in first if "size mismatch" in l), first[-1] if first else "")
+        raise CheckpointError(f"the weights in {where} do not fit the model its config describes "
+                              f"({detail}); the run directory mixes files of different models") from None
+    if missing or unexpected:
+        raise CheckpointError(f"the weights in {where} do not fit the model its config describes "
+                              f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); "
+                              "the run directory mixes files of different models")

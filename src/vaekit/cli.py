@@ -19,7 +19,13 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports mistakes as one ``error:`` line (no usage dump), exit 2."""
+    """argparse that reports mistakes as one ``error:`` line (no usage dump), exit 2, and
+    takes options only as spelt in full: prefix matching would turn a mistyped or missing
+    option (``--dat``, or ``--data`` where a command has only ``--data-dir``) into another."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401 - argparse's name
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
@@ -53,8 +59,9 @@ def _add_train(sub) -> None:
 
     p.add_argument("--likelihood", help=f"auto (the data's advice) or {LIKELIHOODS.describe()}")
     p.add_argument("--prior", help=PRIORS.describe())
-    p.add_argument("--importance-samples", type=int,
-                   help="K for the final log p(x) estimate (default: eval.importance_samples)")
+    p.add_argument("--importance-samples", "-k", type=int,
+                   help="K for the final log p(x) estimate (eval.importance_samples, recorded "
+                        "in the run's config)")
     p.add_argument("--download", action="store_true",
                    help="download a built-in dataset's missing files into the cache (data.download)")
     p.add_argument("--tensorboard", action="store_true",
@@ -77,15 +84,22 @@ def _latent_dim(text: str):
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run on its test set")
     p.add_argument("run_dir")
-    p.add_argument("--importance-samples", "-k", type=int, default=1000,
-                   help="importance samples K for log p(x) (default 1000)")
+    p.add_argument("--importance-samples", "-k", type=int,
+                   help="importance samples K for log p(x) (default: the run's "
+                        "eval.importance_samples, what its own result used)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--data-dir", help="where the run's data files are now, if they moved")
     p.add_argument("--split", choices=("test", "valid"), default="test")
-    p.add_argument("--chunk-mib", type=int, default=0,
-                   help="memory bound of one chunk of importance samples (0: sized to the device)")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--chunk-mib", type=int,
+                   help="memory bound of one chunk of importance samples (default: the run's "
+                        "eval.chunk_mib; 0: sized to the device)")
+    p.add_argument("--seed", type=int, help="seed of the importance samples (default: the run's "
+                                            "eval.seed)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--update", action="store_true",
+                   help="make this the run's own result (evaluation.json, and its settings the "
+                        "run's [eval]); without it the result goes to RUN/evaluations/, named "
+                        "by its settings, and the run's own result is left as it is")
 
 
 def _run_arg(p, data: bool = True) -> None:
@@ -208,6 +222,7 @@ def _overrides(args) -> list[dict]:
         ("train", "seed"): args.seed, ("train", "device"): args.device,
         ("train", "threads"): args.threads,
         ("model", "likelihood"): args.likelihood, ("model", "prior"): args.prior,
+        ("eval", "importance_samples"): args.importance_samples,
     }
     updates = [parse_override(s) for s in args.set]
     for (section, key), value in flags.items():
@@ -236,7 +251,7 @@ def cmd_train(args) -> int:
         if args.preset or args.config:
             raise config_mod.ConfigError("--resume takes the run's own config; use --set or "
                                          "flags to change e.g. --epochs")
-        cfg = resume_config(args.resume, overrides)
+        cfg = resume_config(args.resume, overrides, branch=bool(args.out))
     else:
         if args.start:
             raise config_mod.ConfigError("--from chooses the checkpoint of a run to continue: "
@@ -252,14 +267,13 @@ def cmd_train(args) -> int:
                                          "process: fork it without torchrun, or resume "
                                          "RUN_DIR itself")
         check_device(cfg)
-        run_dir = fork_run(args.resume, args.out, args.start or "latest")
+        run_dir, cfg = fork_run(args.resume, args.out, args.start or "latest", cfg)
     elif args.start == "best":
         raise config_mod.ConfigError(f"--from best needs --out NEW: continuing {args.resume} "
                                      "itself from its best checkpoint would overwrite the "
                                      "epochs after it")
     try:
-        summary = train_and_evaluate(cfg, run_dir, resume=bool(args.resume),
-                                     evaluate_samples=args.importance_samples)
+        summary = train_and_evaluate(cfg, run_dir, resume=bool(args.resume))
     except KeyboardInterrupt:  # Ctrl-C in training is the trainer's; this is in the evaluation
         if run_dir and evaluation_progress(run_dir).exists():
             print(f"interrupted during the test evaluation; training is done and the evaluation's "
@@ -285,16 +299,20 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluation import format_table
-    from .rundir import evaluate_run, evaluation_progress
+    from .rundir import evaluate_run, evaluation_name, evaluation_progress, read_config
 
-    if args.importance_samples < 1:
+    if args.importance_samples is not None and args.importance_samples < 1:
         raise ValueError(f"--importance-samples must be at least 1, got {args.importance_samples}")
     try:
         result = evaluate_run(args.run_dir, args.importance_samples, data_dir=args.data_dir,
                               split=args.split, chunk_mib=args.chunk_mib, seed=args.seed,
-                              device=args.device, progress=True)
+                              device=args.device, update=args.update, progress=True)
     except KeyboardInterrupt:
-        kept = evaluation_progress(args.run_dir, args.split)
+        ev = read_config(args.run_dir).eval
+        pick = lambda given, default: default if given is None else given  # noqa: E731
+        name = evaluation_name(args.split, pick(args.importance_samples, ev.importance_samples),
+                               pick(args.seed, ev.seed), pick(args.chunk_mib, ev.chunk_mib))
+        kept = evaluation_progress(args.run_dir, args.split, name)
         print("interrupted" + (f"; the evaluation's progress is kept in {kept}: run the same "
                                "command again to continue" if kept.exists() else ""), file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -303,6 +321,9 @@ def cmd_evaluate(args) -> int:
     else:
         print(f"run: {args.run_dir} ({args.split} set, {result['seconds']:.1f} s)")
         print(format_table(result))
+        print(f"written to {result['saved_as']}" + (
+            "" if args.update else " (the run's own result, evaluation.json, is unchanged; "
+                                   "--update replaces it)"))
     return 0
 
 

@@ -121,7 +121,7 @@ class Conditioned:
         return getattr(self.model, name)
 
 
-def _build(m, x_shape, lik, arch, *, init_data=None, num_classes=None, **_) -> ConditionalVAE:
+def _build(m, x_shape, lik, arch, *, init_data, num_classes) -> ConditionalVAE:
     if not num_classes:
         raise ValueError("model.conditional = true needs data with class labels")
     prior = top_prior(m, m.latent_dim, x_shape, init_data)

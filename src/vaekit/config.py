@@ -209,12 +209,24 @@ class ReportConfig:
 
 
 @dataclass
+class OriginConfig:
+    # Written by `vaekit train --resume RUN --out NEW` (a branch), never set by hand: the run
+    # it continues, from which checkpoint ("latest" or "best") and epoch, and every setting
+    # it changed ("key: old -> new"). Empty for a run trained from the start.
+    run: str = ""
+    checkpoint: str = ""
+    epoch: int = 0
+    changed: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    origin: OriginConfig = field(default_factory=OriginConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,6 +242,50 @@ SHAPE_KEYS = (
     "model.separate_inputs", "model.conv_channels", "model.conv_refine", "model.likelihood",
     "model.prior", "model.prior_components", "model.conditional",
 )
+
+# What a resumed run may change. Resuming a run in place continues the same model on the same
+# data: only how it trains from here (schedule, epochs, rate, the bound, where it runs), how it
+# is evaluated and reported, and where its data files are now.
+RESUME_SAFE_KEYS = (
+    "train.epochs", "train.lr", "train.lr_schedule", "train.lr_gamma", "train.lr_decay_start",
+    "train.beta", "train.warmup_epochs", "train.importance_samples", "train.grad_clip",
+    "train.grad_normalize", "train.weight_decay", "train.patience", "train.restart_jobs",
+    "train.device", "train.backend", "train.threads", "train.precision", "train.engine",
+    "train.progress", "train.tensorboard",
+    "data.data_dir", "data.download", "data.mirror",
+    "eval.*", "report.*",
+)
+# ... and a branch (`--resume RUN --out NEW`, a new run that starts from RUN's weights) may also
+# change these: the batch, the weight average, and the likelihood's and posterior's floors.
+BRANCH_SAFE_KEYS = RESUME_SAFE_KEYS + (
+    "train.batch_size", "train.ema_decay", "model.sigma", "model.min_sigma", "model.min_scale",
+)
+
+
+def _listed(key: str, keys: tuple[str, ...]) -> bool:
+    return key in keys or f"{key.split('.')[0]}.*" in keys
+
+
+def resume_changes(saved: Config, new: Config, branch: bool) -> list[str]:
+    """What ``new`` changes of a run configured as ``saved``, as ``"key: old -> new"``; a
+    change that a resume in place (or, with ``branch``, a branch) may not make raises
+    :class:`ConfigError` naming the key, both values and the way to go instead."""
+    before, after = flatten(saved.to_dict()), flatten(new.to_dict())
+    changed = [k for k in after if not k.startswith("origin.") and after[k] != before[k]]
+    allowed = BRANCH_SAFE_KEYS if branch else RESUME_SAFE_KEYS
+    refused = [k for k in changed if not _listed(k, allowed)]
+    if refused:
+        what = "; ".join(f"{k} ({before[k]!r} -> {after[k]!r})" for k in refused)
+        if not branch and all(_listed(k, BRANCH_SAFE_KEYS) for k in refused):
+            how = ("the run would go on as another model under the same name; branch a new "
+                   "run from it with --resume RUN --out NEW")
+        else:
+            how = ("a resumed run keeps its model and data, and a branch (--resume RUN --out "
+                   "NEW) may change only what the README's Training section lists; start a new "
+                   "run for this")
+        raise ConfigError(f"cannot change {what} when resuming: {how}")
+    return [f"{k}: {before[k]!r} -> {after[k]!r}" for k in changed]
+
 
 _CHOICES = {
     "data.binarize": ("auto", "none", "dynamic", "static"),
@@ -505,13 +561,18 @@ def resolve(
     overrides: list[dict[str, Any]] | None = None,
 ) -> Config:
     """Defaults <- preset <- config file <- overrides, validated."""
+    layers = [(load_preset(preset), f"preset {preset!r}")] if preset else []
+    if config_file:  # a run's config.toml starts a new run: not as a branch of that run
+        values = load_toml(config_file)
+        values.pop("origin", None)
+        layers.append((values, str(config_file)))
+    layers += [(update, "command-line options") for update in overrides or []]
     cfg = Config()
-    if preset:
-        cfg = merge(cfg, load_preset(preset), f"preset {preset!r}")
-    if config_file:
-        cfg = merge(cfg, load_toml(config_file), str(config_file))
-    for update in overrides or []:
-        cfg = merge(cfg, update, "command-line options")
+    for values, source in layers:
+        if "origin" in values:
+            raise ConfigError(f"[origin] in {source}: that section is written by vaekit when a "
+                              "run is branched (--resume RUN --out NEW), not set by hand")
+        cfg = merge(cfg, values, source)
     return cfg.validate()
 
 

@@ -196,19 +196,19 @@ def build_prior(name: str, latent_dim: int, *, scales=None, components: int = 10
                         init_data=init_data, pseudo_inputs=pseudo_inputs)
 
 
-def _normal(latent_dim, **_):
+def _normal(latent_dim):
     return StandardNormalPrior(latent_dim)
 
 
-def _diag_normal(latent_dim, *, scales, **_):
+def _diag_normal(latent_dim, *, scales):
     return DiagonalNormalPrior(scales)
 
 
-def _mixture(latent_dim, *, components, **_):
+def _mixture(latent_dim, *, components):
     return MixturePrior(latent_dim, components)
 
 
-def _vamp(latent_dim, *, components, x_shape, init_data=None, pseudo_inputs="data", **_):
+def _vamp(latent_dim, *, components, x_shape, init_data, pseudo_inputs):
     """Pseudo-inputs from ``init_data`` (``pseudo_inputs`` = "data"), else at one grey level."""
     if pseudo_inputs != "data":
         return VampPrior(latent_dim, components, x_shape, level=float(pseudo_inputs))
@@ -363,15 +363,15 @@ def build_likelihood(name: str, *, sigma: float = 0.1, min_sigma: float = 1e-3) 
     return LIKELIHOODS.build(name, sigma=sigma, min_sigma=min_sigma)
 
 
-def _bernoulli(**_) -> Likelihood:
+def _bernoulli() -> Likelihood:
     return BernoulliLikelihood()
 
 
-def _gaussian(*, sigma: float, **_) -> Likelihood:
+def _gaussian(*, sigma: float) -> Likelihood:
     return GaussianLikelihood(sigma)
 
 
-def _gaussian_learned(*, min_sigma: float, **_) -> Likelihood:
+def _gaussian_learned(*, min_sigma: float) -> Likelihood:
     return LearnedGaussianLikelihood(min_sigma)
 
 

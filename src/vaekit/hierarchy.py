@@ -200,7 +200,7 @@ class HierarchicalVAE(VAE):
         return HierarchicalPrior(self)
 
 
-def _build(m, x_shape, lik, arch, *, init_data=None, **_) -> HierarchicalVAE:
+def _build(m, x_shape, lik, arch, *, init_data) -> HierarchicalVAE:
     levels = latent_levels(m.latent_dim)
     decoder = arch.decoder(m, x_shape, input_parts(levels, m.separate_inputs), lik.params_per_dim)
     prior = top_prior(m, levels[-1], x_shape, init_data)

@@ -269,8 +269,7 @@ class GaussianMixture:
         if n < self.n_components:
             raise ValueError(f"n_components={self.n_components} is larger than the number of "
                              f"points ({n}); use at most {n} components or give more data")
-        gen = torch.Generator().manual_seed(
-            int(self.random_state) if self.random_state is not None else int(torch.seed() % 2**31))
+        gen = _generator(self.random_state)
         pts = _Points(X, self.covariance_type, cache_bytes=self.cache_bytes)
         best = None
         for init in range(self.n_init):
@@ -359,8 +358,7 @@ class GaussianMixture:
         return x.cpu().numpy(), labels.cpu().numpy()
 
     def sample_torch(self, n_samples: int, generator: torch.Generator | None = None):
-        gen = generator or torch.Generator().manual_seed(
-            int(self.random_state) if self.random_state is not None else int(torch.seed() % 2**31))
+        gen = generator or _generator(self.random_state)
         weights = self.weights_.cpu()
         labels = torch.multinomial(weights, n_samples, replacement=True, generator=gen)
         d = self.means_.shape[1]
@@ -520,3 +518,15 @@ def latent_sampler(kind: str, codes: torch.Tensor, labels=None, target: int | No
     else:
         raise ValueError(f"unknown sampler kind {kind!r}")
     return lambda n: gm.sample_torch(n, gen)[0].float()
+
+
+def _generator(random_state: int | None) -> torch.Generator:
+    """A CPU generator of its own: seeded with ``random_state``, or from the operating
+    system's entropy when it is None (as scikit-learn's ``random_state=None``), never by
+    reseeding torch's global generator, which the rest of a program draws from."""
+    gen = torch.Generator()
+    if random_state is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(random_state))
+    return gen

@@ -149,7 +149,7 @@ def top_prior(m, latent: int, x_shape, init_data) -> Prior:
                        pseudo_inputs=m.pseudo_inputs)
 
 
-def _one_level(m, x_shape, lik, arch, *, init_data=None, **_) -> VAE:
+def _one_level(m, x_shape, lik, arch, *, init_data) -> VAE:
     encoder = arch.encoder(m, x_shape, m.latent_dim)  # (built in this order since v0.1: the
     decoder = arch.decoder(m, x_shape, m.latent_dim, lik.params_per_dim)  # same initial weights)
     return VAE(encoder, decoder, top_prior(m, m.latent_dim, x_shape, init_data), lik, x_shape,

@@ -11,6 +11,7 @@ every ``if name == ...`` chain.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Callable
 
 
@@ -41,8 +42,23 @@ class Registry:
             self._items[name] = (builder, description)
         return builder
 
-    def build(self, name: str, *args, **kwargs):
-        return self.get(name)(*args, **kwargs)
+    def build(self, name: str, *args, **offered):
+        """Call ``name``'s builder with ``args`` and, of the keyword arguments ``offered``,
+        exactly those its signature declares. A builder that declares one not offered (a
+        misspelt name) or takes ``**kwargs`` fails here, naming it, instead of being
+        handed everything and silently ignoring what it misspells."""
+        builder = self.get(name)
+        params = list(inspect.signature(builder).parameters.values())
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            raise TypeError(f"the builder of {self.kind} {name!r} takes **kwargs; declare the "
+                            f"arguments it uses, from: {', '.join(offered)}")
+        named = [p.name for p in params[len(args):]
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [n for n in named if n not in offered]
+        if unknown:
+            raise TypeError(f"the builder of {self.kind} {name!r} declares {', '.join(unknown)}, "
+                            f"which is not offered (offered: {', '.join(offered)})")
+        return builder(*args, **{n: offered[n] for n in named})
 
     def describe(self) -> str:
         """'name: description; ...' for help texts."""

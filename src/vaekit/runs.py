@@ -18,6 +18,7 @@ with a tiny config; :func:`load_run` gives back the trained model.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from . import checkpoint as ckpt
 from . import config as config_mod
 from . import distributed
 from . import fused
-from .config import SHAPE_KEYS, Config
+from .config import Config
 from .data import DataSpec, Dataset, dataset_for_spec, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, VaekitError, WriteError
 from .evaluation import evaluate
@@ -39,7 +40,8 @@ from .model import VAE, build_vae
 from .rundir import (CONFIG, DATA, SUMMARY, check_run_dir, num_classes,
                      evaluation_progress, read_config, read_data_spec,
                      save_evaluation)
-from .train import BEST, LATEST, METRICS, Trainer, kept_weights, load_model_state, resolve_device
+from .checkpoint import BEST, LATEST, kept_weights, load_model_state
+from .train import METRICS, Trainer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -133,25 +135,30 @@ def build_vae_checked(cfg: Config, data: Dataset) -> VAE:
     return model
 
 
-def resume_config(run_dir: str | Path, overrides: list[dict]) -> Config:
-    """The run's own config with overrides applied; the keys that define weight shapes
-    always come from the run (as nanoGPT does), so a resume can never mix models."""
-    cfg = read_config(run_dir)
-    saved = config_mod.flatten(cfg.to_dict())
+def resume_config(run_dir: str | Path, overrides: list[dict], branch: bool = False) -> Config:
+    """The run's own config with overrides applied. A resume in place may change only how
+    the run trains from here (:data:`config.RESUME_SAFE_KEYS`); a branch (``branch``: the
+    copy that ``--resume RUN --out NEW`` makes) a few more (:data:`config.BRANCH_SAFE_KEYS`).
+    Anything else, the keys that shape the weights above all, is refused in one line."""
+    saved = read_config(run_dir)
+    cfg = saved
     for update in overrides:
+        if "origin" in update:
+            raise ConfigError("[origin] is written by vaekit when a run is branched; it cannot "
+                              "be set")
         cfg = config_mod.merge(cfg, update, "command-line options")
-    now = config_mod.flatten(cfg.to_dict())
-    changed = [k for k in SHAPE_KEYS + ("data.name", "data.split_seed", "data.refit") if now[k] != saved[k]]
-    if changed:
-        raise ConfigError(f"cannot change {', '.join(changed)} when resuming: they define the "
-                          "model and its data; start a new run instead")
+    config_mod.resume_changes(saved, cfg, branch)
     return cfg.validate()
 
 
-def fork_run(source: str | Path, dest: str | Path, start: str = "latest") -> Path:
+def fork_run(source: str | Path, dest: str | Path, start: str = "latest",
+             cfg: Config | None = None) -> tuple[Path, Config]:
     """Make ``dest`` a new run that continues ``source`` from its ``start`` checkpoint
-    ("latest" or "best"), ready for ``train --resume``: its config, data spec, metrics (the
-    resume drops the epochs after the checkpoint) and checkpoints. ``source`` is only read.
+    ("latest" or "best"), ready for ``train --resume``: its data spec, metrics (the resume
+    drops the epochs after the checkpoint), checkpoints and config: ``cfg`` (the source's
+    own when None; checked by :func:`resume_config` with ``branch=True``) with an
+    ``[origin]`` section naming the source, the checkpoint, its epoch and every setting the
+    branch changed. Returns the new run and that config. ``source`` is only read.
     The copy is made in a hidden sibling folder and renamed into place, so a failure leaves
     no half-made run. Forking from "best" is how a run is annealed (or otherwise continued)
     from its best epoch without losing the epochs after it."""
@@ -163,11 +170,17 @@ def fork_run(source: str | Path, dest: str | Path, start: str = "latest") -> Pat
     _, meta = ckpt.load(path)  # a corrupt checkpoint stops here, before any write
     if meta.get("kind") != "training":
         raise CheckpointError(f"{path} holds no training state to continue from")
+    saved = read_config(source)
+    cfg = cfg or saved
+    changed = config_mod.resume_changes(saved, cfg, branch=True)
+    cfg = dataclasses.replace(cfg, origin=config_mod.OriginConfig(
+        run=str(source), checkpoint=start, epoch=meta["state"]["epoch"], changed=changed))
     dest = check_new_run_dir(dest)
     tmp = dest.parent / f".{dest.name}.fork-{os.getpid()}"
     try:
         (tmp / LATEST).parent.mkdir(parents=True)
-        for name in (CONFIG, DATA, METRICS):
+        ckpt.atomic_write_text(tmp / CONFIG, config_mod.to_toml(cfg))
+        for name in (DATA, METRICS):
             if (source / name).is_file():
                 ckpt.atomic_write_bytes(tmp / name, (source / name).read_bytes())
         ckpt.atomic_write_bytes(tmp / LATEST, path.read_bytes())
@@ -181,9 +194,9 @@ def fork_run(source: str | Path, dest: str | Path, start: str = "latest") -> Pat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("forked %s at epoch %d (%s checkpoint) into %s", source,
-             meta["state"]["epoch"], start, dest)
-    return dest
+    log.info("forked %s at epoch %d (%s checkpoint) into %s%s", source, meta["state"]["epoch"],
+             start, dest, f", changing {'; '.join(changed)}" if changed else "")
+    return dest, cfg
 
 
 def check_device(cfg: Config) -> torch.device:
@@ -203,6 +216,9 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
     ``"evaluation"``. Nothing is written before the data and model have been checked, and
     the run directory's writer lock is held from the first write to the last."""
     world = distributed.from_env()
+    if evaluate_samples:  # the K the run's result uses is recorded in its config
+        cfg = config_mod.merge(cfg, {"eval": {"importance_samples": evaluate_samples}},
+                               "evaluate_samples").validate()
     check_device(cfg)  # before anything is written
     if cfg.train.tensorboard:
         from .tracking import require_tensorboard
@@ -216,6 +232,10 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
                                       f"({LATEST} is missing); start a new run instead")
             if world.main:
                 stack.enter_context(writer_lock(run_dir))
+            saved = read_config(run_dir)
+            config_mod.resume_changes(saved, cfg, branch=False)  # the CLI checked; the API too
+            if cfg.origin == config_mod.OriginConfig():
+                cfg = dataclasses.replace(cfg, origin=saved.origin)  # a branch stays one
             if cfg.train.threads:
                 torch.set_num_threads(cfg.train.threads)
             spec = read_data_spec(run_dir)
@@ -243,14 +263,14 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
                 ckpt.atomic_write_text(run_dir / CONFIG, config_mod.to_toml(cfg))
                 ckpt.atomic_write_text(run_dir / DATA, json.dumps(data.spec.to_dict(), indent=1))
         try:
-            return _train(cfg, Path(run_dir), data, model, resume, evaluate_samples, callbacks, world)
+            return _train(cfg, Path(run_dir), data, model, resume, callbacks, world)
         except WriteError as e:  # a full disk: what was written before is intact
             raise WriteError(f"{getattr(e, 'base', e)}; the run keeps its last complete "
                              f"checkpoint: make room, then continue it with `vaekit train "
                              f"--resume {run_dir}`") from None
 
 
-def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks, world) -> dict:
+def _train(cfg, run_dir: Path, data, model, resume, callbacks, world) -> dict:
     model.data_spec = data.spec
     user_callbacks = callbacks  # restarts get these too (not TensorBoard's: one curve per run)
     writer = None
@@ -294,12 +314,12 @@ def _train(cfg, run_dir: Path, data, model, resume, evaluate_samples, callbacks,
         return summary
     tensors, _ = ckpt.load(run_dir / BEST)
     load_model_state(model, kept_weights(tensors), run_dir / BEST)
-    k = evaluate_samples or cfg.eval.importance_samples
-    result = evaluate(model, data.test, k, chunk_mib=cfg.eval.chunk_mib, seed=cfg.eval.seed,
+    result = evaluate(model, data.test, cfg.eval.importance_samples, chunk_mib=cfg.eval.chunk_mib, seed=cfg.eval.seed,
                       log_abs_det_jacobian=data.spec.log_abs_det_jacobian, device=trainer.device,
                       progress=cfg.train.progress,
                       labels=data.test_labels if model.conditional else None, per_example=True,
                       resume_file=evaluation_progress(run_dir))
+    result.update(split="test", seed=cfg.eval.seed, chunk_mib=cfg.eval.chunk_mib)
     save_evaluation(run_dir, result)
     result.pop("log_px_per_example")
     summary["evaluation"] = result

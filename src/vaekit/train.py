@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from .checkpoint import BEST, LATEST, kept_weights, load_model_state
 from . import distributed
 from . import fused
 from .config import TrainConfig
@@ -60,8 +61,6 @@ from .optim import (adam_step, autocast, beta_at, grad_check, make_ema, make_gra
 log = logging.getLogger(__name__)
 
 SUM_KEYS = ("loss", "elbo", "reconstruction", "kl")
-LATEST = "checkpoints/latest.safetensors"
-BEST = "checkpoints/best.safetensors"
 METRICS = "metrics.jsonl"
 #: steps between the NaN guard's checks on a GPU (each check is a host sync)
 CHECK_EVERY = 16
@@ -86,13 +85,6 @@ class TrainState:
 
 # what decides the learning rate of each epoch; a change on resume replays the schedule
 _SCHEDULE_KEYS = ("lr", "lr_schedule", "lr_gamma", "lr_decay_start", "epochs")
-
-
-def kept_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model weights a checkpoint keeps: the weight average's where it holds one
-    (``train.ema_decay``), else the trained weights."""
-    avg = {k[len("ema.module."):]: v for k, v in tensors.items() if k.startswith("ema.module.")}
-    return avg or {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
 def check_interval(device: torch.device) -> int:
@@ -724,20 +716,6 @@ def _progress(total: int, initial: int, epoch: int, t):
 
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch",
                 leave=False, disable=None, dynamic_ncols=True)
-
-
-def load_model_state(model, state: dict[str, torch.Tensor], where) -> None:
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = next((l.strip() for l in first if "size mismatch" in l), first[-1] if first else "")
-        raise CheckpointError(f"the weights in {where} do not fit the model its config describes "
-                              f"({detail}); the run directory mixes files of different models") from None
-    if missing or unexpected:
-        raise CheckpointError(f"the weights in {where} do not fit the model its config describes "
-                              f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}); "
-                              "the run directory mixes files of different models")
 
 
 def versions() -> dict[str, str]:

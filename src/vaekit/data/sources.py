@@ -58,8 +58,18 @@ def register(source: Source) -> None:
 
 
 def data_dir_from(value: str | os.PathLike | None) -> Path | None:
-    """The data directory: the given value, else $VAEKIT_DATA_DIR, else None."""
-    value = value or os.environ.get(DATA_DIR_ENV, "")
+    """The data directory: the given value, else $VAEKIT_DATA_DIR, else None. A folder given
+    here (``--data-dir``, ``data.data_dir``) that does not exist is an error: a typo would
+    otherwise fall through to the download cache without a word. (The environment variable
+    is a standing setting of the shell, used only where a dataset's files are looked for.)"""
+    if value:
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise DataError(f"--data-dir (data.data_dir) {str(value)!r} is not a folder"
+                            + (" (it is a file)" if path.exists() else " (it does not exist)")
+                            + "; give the folder that holds the dataset's files")
+        return path
+    value = os.environ.get(DATA_DIR_ENV, "")
     return Path(value).expanduser() if value else None
 
 
