@@ -42,7 +42,20 @@ def test_train_writes_the_report_with_every_figure(run):
     ev = json.loads((run / "evaluation.json").read_text())
     assert f"{ev['log_px']:.3f}" in html and f"K = {ev['importance_samples']}" in html
     latent = json.loads((run / "latent.json").read_text())
-    assert 0 <= latent["knn_accuracy"] <= 1 and f"{latent['knn_accuracy']:.3f}" in html
+    assert f"{latent['knn_accuracy']:.3f}" in html
+    # the 5-NN accuracy recomputed by hand from the codes `vaekit encode` writes: each test
+    # code takes the majority class of its five nearest training codes
+    codes = {}
+    for split in ("train", "test"):
+        out = run / f"codes-{split}.npz"
+        assert run_cli("encode", str(run), "--split", split, "--out", str(out)).returncode == 0
+        with np.load(out) as f:
+            codes[split] = (f["x"], f["y"])
+        out.unlink()
+    (tr, ytr), (te, yte) = codes["train"], codes["test"]
+    near = np.argsort(((te[:, None, :] - tr[None, :, :]) ** 2).sum(-1), axis=1)[:, :5]
+    votes = np.array([np.bincount(ytr[row], minlength=10).argmax() for row in near])
+    assert latent["knn_accuracy"] == pytest.approx((votes == yte).mean(), abs=1.5 / len(yte))
     assert set(latent["class_samples"]) == {str(i) for i in range(10)}
     assert 'id="plane"' in html and 'id="sprite"' in html  # 2-D latent: the explorer
 
@@ -202,7 +215,19 @@ def test_swiss_roll_report_shows_data_and_rank_correlation(tmp_path):
     assert (tmp_path / "r" / "figures" / "data_latent.png").is_file()
     latent = json.loads((tmp_path / "r" / "latent.json").read_text())
     rc = latent["rank_correlation"]
-    assert len(rc["per_dimension"]) == 2 and -1 <= rc["best_direction"] <= 1
+    # recomputed from the test codes and the roll's coordinate (the labels `encode` writes):
+    # each axis's Spearman correlation, and the best straight direction by scikit-learn's
+    # least squares of the coordinate's ranks on the codes
+    out = tmp_path / "codes.npz"
+    assert run_cli("encode", str(tmp_path / "r"), "--out", str(out)).returncode == 0
+    with np.load(out) as f:
+        codes, t = f["x"].astype(np.float64), f["y"].astype(np.float64)
+    from sklearn.linear_model import LinearRegression
+
+    axes = [stats.spearmanr(codes[:, j], t).statistic for j in range(2)]
+    np.testing.assert_allclose(rc["per_dimension"], axes, atol=1e-4)
+    line = LinearRegression().fit(codes, stats.rankdata(t)).predict(codes)
+    assert rc["best_direction"] == pytest.approx(stats.spearmanr(line, t).statistic, abs=1e-4)
     assert "rank correlation" in (tmp_path / "r" / "report.html").read_text()
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .checkpoint import BEST, LATEST, kept_weights, load_model_state
+from .checkpoint import BEST, LATEST, load_model_state
 from . import distributed
 from . import fused
 from .config import TrainConfig
