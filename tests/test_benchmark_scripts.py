@@ -144,3 +144,28 @@ def test_arch_cost_projects_from_the_variant_it_was_given(tmp_path):
         assert (r["n_train"], r["n_valid"], r["n_test"], r["batch"], r["epochs"]) == (1437, 180, 180, 128, 30)
         assert r["epoch_s"] == pytest.approx(1437 / 128 * r["step_s"] + 180 / 128 * r["valid_s"])
         assert r["eval_s"] == pytest.approx(r["chunks"] * r["chunk_s"]) and r["chunk_s"] > 0
+
+
+def test_the_current_results_table_is_made_from_the_rows_below_it():
+    """RESULTS.md's top table matches what results_table.py makes from the log under it, and
+    a number changed in the log changes the table (so it cannot drift from its rows)."""
+    script = Path(__file__).parents[1] / "benchmarks" / "results_table.py"
+    res = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_table", script)
+    rt = importlib.util.module_from_spec(spec)
+    sys.modules["results_table"] = rt  # dataclasses look their module up there
+    spec.loader.exec_module(rt)
+    _, table, log = rt.split_results(rt.RESULTS.read_text(encoding="utf-8"))
+    row = rt.likelihood_rows(log)["fmnist-gconv16-a300"]
+    assert row.nll == 225.78 and row.line in log
+    moved = log.replace(row.line, row.line.replace("225.78", "224.91"))
+    fresh = rt.make_table(moved)
+    line = next(l for l in fresh.splitlines() if l.startswith("| `fmnist-best`"))
+    assert "224.91 ± 0.76" in line and "**missed** by" not in line and "met by 0.09" in line
+    # a validation table's rows are not test numbers
+    assert "bmnist-hvae-iw4" in rt.likelihood_rows(log)
+    assert rt.likelihood_rows(log)["bmnist-hvae-iw4"].nll == 82.96  # not its validation 83.61
