@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 from torch.distributions import MultivariateNormal
 
@@ -231,3 +232,29 @@ def test_subsets_are_drawn_at_random_not_the_first_examples(run, monkeypatch):
     assert picked[0] != picked[2]
     assert picked[0] != list(range(6)) or picked[2] != list(range(6))
     assert max(max(p) for p in picked) >= 6  # reaches past the first six
+
+
+def test_kl_per_unit_asks_the_priors_family():
+    # the per-unit KL comes from the prior's own units: a Gaussian of another scale by its
+    # closed form, a Student-t (no formula) by Monte Carlo of its density, each against an
+    # independent reference (the textbook formula; scipy's densities by quadrature)
+    from torch.distributions import Independent, Normal, StudentT
+
+    from vaekit.diagnose import _unit_kl
+    from vaekit.distributions import diagonal_normal
+
+    loc, scale = torch.tensor([[0.3, -1.0]]), torch.tensor([[0.5, 2.0]])
+    q = diagonal_normal(loc, scale)
+    wide = Independent(Normal(torch.zeros(2), torch.tensor([2.0, 0.5])), 1)
+    got = _unit_kl(q, wide, 16, torch.Generator().manual_seed(0))
+    sp = torch.tensor([2.0, 0.5])
+    ref = torch.log(sp / scale) + (scale ** 2 + loc ** 2) / (2 * sp ** 2) - 0.5
+    torch.testing.assert_close(got, ref)
+    heavy = Independent(StudentT(3.0, torch.zeros(2), torch.ones(2)), 1)
+    got = _unit_kl(q, heavy, 200_000, torch.Generator().manual_seed(0))
+    for u in range(2):
+        m, s = float(loc[0, u]), float(scale[0, u])
+        zz = np.linspace(m - 10 * s, m + 10 * s, 20001)
+        lq = stats.norm(m, s).logpdf(zz)
+        kl = np.trapezoid(np.exp(lq) * (lq - stats.t(3.0).logpdf(zz)), zz)
+        assert float(got[0, u]) == pytest.approx(kl, abs=0.01)

@@ -30,6 +30,8 @@ FORMAT = "vaekit-checkpoint-1"
 #: a run's checkpoints: the state after the last epoch (or Ctrl-C), and at the best one
 LATEST = "checkpoints/latest.safetensors"
 BEST = "checkpoints/best.safetensors"
+#: one JSON line per epoch (the trainer's numbers)
+METRICS = "metrics.jsonl"
 
 
 def _umask() -> int:
@@ -105,6 +107,28 @@ def _existing_parent(path: Path) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file (a run's ``metrics.jsonl``), in order; none when it
+    is missing. A line that does not parse (the torn last line of a killed process, which
+    atomic writes make rare) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 # ------------------------------------------------------------------ nested state <-> flat

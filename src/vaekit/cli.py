@@ -426,7 +426,7 @@ def cmd_encode(args) -> int:
     inputs = _inputs(args, model)
     codes = encode(model, inputs.x, stochastic=args.stochastic,
                    generator=torch.Generator().manual_seed(args.seed), labels=inputs.labels)
-    if len(model.levels) > 1:
+    if model.hierarchical:
         sizes = ", ".join(f"z{i + 1}: {n}" for i, n in enumerate(model.levels))
         log.info("codes of all %d levels, concatenated from the data up (%s): %s", len(model.levels),
                  sizes, "one draw from q(z|x) each, top level first" if args.stochastic else

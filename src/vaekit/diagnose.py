@@ -57,7 +57,7 @@ UNIT_KL_ELEMENTS = 2**24
 
 
 def _conditioned(model, labels, lo: int, hi: int):
-    if getattr(model, "conditional", False):
+    if model.conditional:
         return model.given(labels[lo:hi].to(model_device(model)))
     return model
 
@@ -89,8 +89,17 @@ def _unit_kl(q: DiagonalNormal, p, samples: int, gen: torch.Generator) -> torch.
         log_p = torch.cat([torch.logsumexp(components.log_prob(zc.unsqueeze(-2)) + log_w[:, None], -2)
                            for zc in z.split(rows)])
         return (log_q - log_p).mean(0)
-    mp, sp = p.mean.expand_as(mq), p.stddev.expand_as(mq)
-    return torch.log(sp / sq) + (sq ** 2 + (mq - mp) ** 2) / (2 * sp ** 2) - 0.5
+    # any prior that factorises over units: ask torch for the KL of the two families' units
+    # (closed form where a formula is registered), else estimate it from the prior's density
+    if not isinstance(p, torch.distributions.Independent):
+        raise ValueError(f"KL per unit needs a prior that factorises over units or a mixture of "
+                         f"such; this prior is a {type(p).__name__}")
+    units_q, units_p = q.base_dist, p.base_dist
+    try:
+        return torch.distributions.kl_divergence(units_q, units_p).expand_as(mq)
+    except NotImplementedError:
+        z = mq + sq * torch.randn(samples, *mq.shape, generator=gen).to(mq)
+        return (units_q.log_prob(z) - units_p.log_prob(z)).mean(0)
 
 
 @torch.no_grad()
@@ -103,7 +112,7 @@ def kl_per_unit(model, x: torch.Tensor, labels=None, samples: int = 64, seed: in
         m = _conditioned(model, labels, lo, lo + BATCH)
         xb = x[lo:lo + BATCH].to(device)
         q, p = m.encode(xb), m.prior
-        if len(model.levels) == 1:
+        if not model.hierarchical:
             per = _unit_kl(q, p, samples, gen)
         else:  # each level given draws of the level above; the top against the prior
             eps = torch.randn(samples, len(xb), *model.noise_shape, generator=gen).to(device)
@@ -329,23 +338,19 @@ def compressed_nats(x_raw: np.ndarray, image: bool) -> np.ndarray:
 def scores(model, x: torch.Tensor, labels=None, importance_samples: int = 100, seed: int = 0,
            progress=None) -> dict[str, np.ndarray]:
     """Per example: log p(x) (in the data's own units), bits per dimension, ood_score."""
-    from .evaluation import auto_chunk_mib, plan_chunks
+    from .evaluation import auto_chunk_mib, importance_batches, plan_chunks
     from .explore import to_raw
-    from .objectives import importance_sampled
 
     spec = model.data_spec
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
     batch, chunk = plan_chunks(model, x, importance_samples, auto_chunk_mib(device), labels=labels)
     log_px = []
-    with torch.no_grad():
-        for lo in range(0, len(x), batch):
-            m = _conditioned(model, labels, lo, lo + batch)
-            est = importance_sampled(m, x[lo:lo + batch].to(device), importance_samples, chunk,
-                                     generator=gen)
-            log_px.append(est.log_px.double().cpu())
-            if progress is not None:
-                progress(min(lo + batch, len(x)))
+    for lo, _, _, est in importance_batches(model, x, importance_samples, batch, chunk, gen,
+                                            labels=labels, device=device):
+        log_px.append(est.log_px.double().cpu())
+        if progress is not None:
+            progress(min(lo + batch, len(x)))
     lp = torch.cat(log_px).numpy() + spec.log_abs_det_jacobian
     dims = int(np.prod(spec.shape))
     length = compressed_nats(to_raw(model, x).numpy(), bool(spec.image))
@@ -409,7 +414,7 @@ def diagnose_run(run_dir, *, examples: int = 200, ood: str | None = None,
     bar = _bar(progress)
     out: dict = {"run": str(run_dir), "test_examples": len(x)}
     out.update(_collapse(model, x, y, seed))
-    cap = 500 if len(model.levels) > 1 else 10_000
+    cap = 500 if model.hierarchical else 10_000
     ns = min(len(x), cap)
     surgery = elbo_surgery(model, x[:ns], y[:ns] if y is not None else None, seed=seed)
     aggregate = surgery.pop("_log_aggregate")
@@ -448,7 +453,7 @@ def _collapse(model, x, y, seed: int) -> dict:
     per_unit = kl_per_unit(model, x, y, seed=seed)
     active = encode(model, x, labels=y).double().var(0) > ACTIVE_THRESHOLD
     out = {"kl_per_unit": [round(float(v), 6) for v in per_unit], "active_units": int(active.sum())}
-    if len(model.levels) > 1:
+    if model.hierarchical:
         out["levels"] = [{"level": i + 1, "size": len(k), "kl_per_unit_sum": float(k.sum()),
                           "active_units": int(a.sum())}
                          for i, (k, a) in enumerate(zip(per_unit.split(model.levels),
@@ -466,7 +471,7 @@ def _prior_and_blur(model, data, x, y, seed: int, data_dir, out: dict) -> dict[s
     prior_x, _ = sample(model, 64, "prior", seed=seed)
     prior_draws, _ = sample(model, 64, "prior", seed=seed, draw=True)
     gmm_x = None
-    if not getattr(model, "conditional", False):
+    if not model.conditional:
         gmm_x, _ = sample(model, 64, "gmm", seed=seed, data_dir=data_dir)
     if y is not None and not y.is_floating_point():
         judge = real_data_classifier(to_raw(model, data.train), data.train_labels)

@@ -170,6 +170,22 @@ class _Progress:
             self.path.unlink(missing_ok=True)
 
 
+def importance_batches(model, x: torch.Tensor, importance_samples: int, batch: int, chunk: int,
+                       generator: torch.Generator, *, labels: torch.Tensor | None = None,
+                       device: torch.device | None = None, start: int = 0):
+    """The one loop over examples of every importance-sampled log p(x) (``evaluate``,
+    ``score``): yields ``(lo, xb, m, est)`` for each batch of ``batch`` examples from
+    ``start``: the batch on the device, the model given its classes (a conditional model)
+    and :func:`vaekit.objectives.importance_sampled` with ``chunk`` samples at a time, its
+    noise drawn from ``generator`` in example order."""
+    for lo in range(start, len(x), batch):
+        xb = x[lo:lo + batch] if device is None else x[lo:lo + batch].to(device)
+        m = model.given(labels[lo:lo + batch].to(xb.device)) if labels is not None else model
+        with torch.no_grad():
+            est = importance_sampled(m, xb, importance_samples, chunk, generator=generator)
+        yield lo, xb, m, est
+
+
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mib: int = 0,
              seed: int = 1234, log_abs_det_jacobian: float = 0.0,
@@ -195,7 +211,7 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
         raise ValueError("cannot evaluate on an empty test set")
     if hasattr(model, "shaped"):  # flat vectors of the right size are accepted
         x = model.shaped(x)
-    if getattr(model, "conditional", False) and labels is None:
+    if model.conditional and labels is None:
         raise ValueError("this model is conditional: evaluation needs the examples' classes")
     start = time.perf_counter()
     was_training = model.training
@@ -222,10 +238,8 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
 
         bar = tqdm(total=len(x), initial=first, desc="evaluate", unit="image", leave=False,
                    disable=None, dynamic_ncols=True)
-    for i in range(first, len(x), batch):
-        xb = x[i:i + batch].to(device)
-        m = model.given(labels[i:i + batch].to(device)) if labels is not None else model
-        est = importance_sampled(m, xb, importance_samples, chunk, generator=gen)
+    for i, xb, m, est in importance_batches(model, x, importance_samples, batch, chunk, gen,
+                                            labels=labels, device=device, start=first):
         parts["log_px"].append(est.log_px.cpu().double())  # float64 on the CPU (MPS has none)
         parts["reconstruction"].append(est.reconstruction.cpu().double())
         parts["kl"].append(est.kl.cpu().double())
@@ -403,7 +417,7 @@ def latent_metrics(model, data, *, seed: int = 0, samples_per_class: int = 100,
             continue
         x, _ = sample(model, samples_per_class, f"class:{names[c]}", seed=seed + c, codes=codes)
         per_class[names[c]] = class_sample_agreement(x, c, judge)
-        if getattr(model, "conditional", False):  # z from the prior, x from p(x|z, y = c)
+        if model.conditional:  # z from the prior, x from p(x|z, y = c)
             x, _ = sample(model, samples_per_class, seed=seed + c, label=names[c])
             per_label[names[c]] = class_sample_agreement(x, c, judge)
     out["class_samples"] = per_class

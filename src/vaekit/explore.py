@@ -74,7 +74,7 @@ def user_inputs(model, name: str, data_dir: str | None = None) -> Inputs:
 
 def _given(model, labels, i: int, device):
     """The model for examples i.. of a batch: a conditional model with their classes fixed."""
-    if not getattr(model, "conditional", False):
+    if not model.conditional:
         return model
     if labels is None:
         raise VaekitError("this run's model is conditional: it needs each example's class "
@@ -129,7 +129,7 @@ def decode_draw(model, z: torch.Tensor, generator: torch.Generator | None = None
 def code_names(model) -> list[str]:
     """Column names of the latent vector: z1..zL for one level; for a hierarchy z1_1, ...,
     z1_n (the level next to the data), z2_1, ... (the posterior's ancestral means)."""
-    if len(model.levels) == 1:
+    if not model.hierarchical:
         return [f"z{i + 1}" for i in range(model.latent_dim)]
     return [f"z{level + 1}_{i + 1}" for level, size in enumerate(model.levels) for i in range(size)]
 
@@ -155,7 +155,7 @@ def interpolate(model, xa: torch.Tensor, xb: torch.Tensor, steps: int = 10,
     t = torch.linspace(0, 1, steps)[None, :, None]  # (1, S, 1)
     path = za[:, None] * (1 - t) + zb[:, None] * t  # (P, S, L)
     classes = None
-    if getattr(model, "conditional", False):
+    if model.conditional:
         ca, cb = model.condition(torch.as_tensor(ya)), model.condition(torch.as_tensor(yb))
         classes = (ca[:, None] * (1 - t) + cb[:, None] * t).reshape(-1, ca.shape[-1])
     return decode_mean(model, path.reshape(-1, path.shape[-1]), labels=classes).reshape(
@@ -192,7 +192,7 @@ def sample(model, n: int, sampler: str = "prior", seed: int = 0, data_dir: str |
     if n < 1:
         raise ValueError(f"the number of samples must be at least 1, got {n}")
     kind, class_label = parse_sampler(sampler)
-    conditional = getattr(model, "conditional", False)
+    conditional = model.conditional
     names = model.data_spec.class_names
     if label is not None and not conditional:
         raise VaekitError("--label needs a conditional model (model.conditional = true); for "

@@ -35,7 +35,7 @@ class VAE(nn.Module):
         self.latent_dim = prior.latent_dim
         #: sizes of the latent levels from the data up (one level here)
         self.levels = [self.latent_dim]
-        #: how raw data was transformed before it reached the model (set by load_run/train)
+        #: how raw data was transformed before it reached the model (build_vae's data_spec)
         self.data_spec: Any = None
 
     @property
@@ -68,6 +68,12 @@ class VAE(nn.Module):
 
     #: whether encode and decode take a class (see vaekit.conditional)
     conditional = False
+
+    @property
+    def hierarchical(self) -> bool:
+        """Whether the latent vector holds several levels (``levels``, from the data up; see
+        vaekit.hierarchy): the question every reader of a model asks, answered by the model."""
+        return len(self.levels) > 1
 
     @property
     def decoder_input(self) -> int:
@@ -117,9 +123,11 @@ def model_kind(model_cfg) -> str:
 
 
 def build_vae(model_cfg, x_shape: tuple[int, ...], likelihood: str,
-              init_data: torch.Tensor | None = None, num_classes: int | None = None) -> VAE:
+              init_data: torch.Tensor | None = None, num_classes: int | None = None,
+              data_spec: Any = None) -> VAE:
     """Build the model a ``ModelConfig`` describes for data of shape ``x_shape``: its kind
-    (:func:`model_kind`), architecture, likelihood and prior from the registries."""
+    (:func:`model_kind`), architecture, likelihood and prior from the registries, with the
+    ``data_spec`` (how raw data become its inputs) it is built for."""
     arch = ARCHITECTURES.get(model_cfg.architecture)
     x_shape = arch.shape(x_shape)
     if init_data is not None and init_data.shape[1:] != tuple(x_shape):
@@ -127,6 +135,7 @@ def build_vae(model_cfg, x_shape: tuple[int, ...], likelihood: str,
     lik = build_likelihood(likelihood, sigma=model_cfg.sigma, min_sigma=model_cfg.min_sigma)
     model = MODEL_KINDS.build(model_kind(model_cfg), model_cfg, x_shape, lik, arch,
                               init_data=init_data, num_classes=num_classes)
+    model.data_spec = data_spec
     if model_cfg.init == "he":
         he_init(model)
     return model

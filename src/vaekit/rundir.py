@@ -102,9 +102,9 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     spec = read_data_spec(run_dir)
     path = run_dir / (BEST if which == "best" else LATEST)
     tensors, meta = ckpt.load(path)
-    model = build_vae(cfg.model, tuple(spec.shape), spec.likelihood, num_classes=num_classes(spec))
+    model = build_vae(cfg.model, tuple(spec.shape), spec.likelihood, num_classes=num_classes(spec),
+                      data_spec=spec)
     load_model_state(model, kept_weights(tensors), path)
-    model.data_spec = spec
     return model.to(device).eval()
 
 

@@ -40,8 +40,8 @@ from .model import VAE, build_vae
 from .rundir import (CONFIG, DATA, SUMMARY, check_run_dir, num_classes,
                      evaluation_progress, read_config, read_data_spec,
                      save_evaluation)
-from .checkpoint import BEST, LATEST, kept_weights, load_model_state
-from .train import METRICS, Trainer, resolve_device
+from .checkpoint import BEST, LATEST, METRICS, kept_weights, load_model_state
+from .train import Trainer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def build_vae_checked(cfg: Config, data: Dataset) -> VAE:
                           "(model.conditional = false) or give labelled data")
     try:
         model = build_vae(cfg.model, data.shape, data.spec.likelihood, init_data=data.train,
-                          num_classes=num_classes(data.spec))
+                          num_classes=num_classes(data.spec), data_spec=data.spec)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     fused.require(model, cfg, distributed=distributed.from_env().distributed)  # before any write
@@ -271,7 +271,6 @@ def train_and_evaluate(cfg: Config, run_dir: str | Path | None = None, *, resume
 
 
 def _train(cfg, run_dir: Path, data, model, resume, callbacks, world) -> dict:
-    model.data_spec = data.spec
     user_callbacks = callbacks  # restarts get these too (not TensorBoard's: one curve per run)
     writer = None
     if cfg.train.tensorboard and world.main:
@@ -412,7 +411,6 @@ def _train_restart(cfg: Config, run_dir: Path, r: int, data, callbacks=None) -> 
         ckpt.atomic_write_text(sub / CONFIG, config_mod.to_toml(rcfg))
     torch.manual_seed(rcfg.train.seed)
     model = build_vae_checked(rcfg, data)
-    model.data_spec = data.spec
     log.info("restart %d of %d (seed %d): %d epochs", r + 1, t.restarts, rcfg.train.seed,
              rcfg.train.epochs)
     summary = Trainer(model, data, rcfg, sub, callbacks=callbacks,

@@ -143,8 +143,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                       shape=(X.shape[1],), likelihood=likelihood, source="array")
         data = prepare_dataset(raw, cfg.data, likelihood)
         with seeded(seed):
-            model = build_vae(cfg.model, (X.shape[1],), likelihood, init_data=data.train)
-            model.data_spec = data.spec
+            model = build_vae(cfg.model, (X.shape[1],), likelihood, init_data=data.train,
+                              data_spec=data.spec)
             trainer = Trainer(model, data, cfg, None)
             trainer.fit()
         if trainer.best_weights is not None:

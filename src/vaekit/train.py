@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import math
 import signal
@@ -48,7 +47,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .checkpoint import BEST, LATEST, load_model_state
+from .checkpoint import BEST, LATEST, METRICS, load_model_state
 from . import distributed
 from . import fused
 from .config import TrainConfig
@@ -61,7 +60,6 @@ from .optim import (adam_step, autocast, beta_at, grad_check, make_ema, make_gra
 log = logging.getLogger(__name__)
 
 SUM_KEYS = ("loss", "elbo", "reconstruction", "kl")
-METRICS = "metrics.jsonl"
 #: steps between the NaN guard's checks on a GPU (each check is a host sync)
 CHECK_EVERY = 16
 
@@ -160,7 +158,7 @@ class Trainer:
         self.check_every = check_interval(self.device)
         self._train_on_device: torch.Tensor | None = None
         # a conditional model reads each example's class beside it
-        self.conditional = bool(getattr(model, "conditional", False))
+        self.conditional = model.conditional
         self.labels = (to_device(data.train_labels, self.device) if self.conditional else None)
         self.history: list[dict] = []
 
@@ -302,29 +300,17 @@ class Trainer:
 
     # ------------------------------------------------------------------------ loop
 
-    def _metrics_lines(self) -> list[str]:
-        path = self.run_dir / METRICS
-        if not path.exists():
-            return []
-        return [line for line in path.read_text().splitlines() if line.strip()]
-
     def _trim_metrics(self) -> None:
         """On resume, drop metric lines of epochs the checkpoint does not include."""
-        keep = []
-        for line in self._metrics_lines():
-            try:
-                if json.loads(line)["epoch"] <= self.state.epoch:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                continue  # a torn last line from a killed process
-        ckpt.atomic_write_text(self.run_dir / METRICS, "".join(l + "\n" for l in keep))
+        rows = ckpt.read_jsonl(self.run_dir / METRICS)
+        ckpt.write_jsonl(self.run_dir / METRICS,
+                         [r for r in rows if r.get("epoch", math.inf) <= self.state.epoch])
 
     def _append_metrics(self, row: dict) -> None:
         self.history.append(row)
         if not self.writes:
             return
-        lines = self._metrics_lines() + [json.dumps(row)]
-        ckpt.atomic_write_text(self.run_dir / METRICS, "".join(l + "\n" for l in lines))
+        ckpt.write_jsonl(self.run_dir / METRICS, ckpt.read_jsonl(self.run_dir / METRICS) + [row])
 
     def _check(self, guard: "_Guard", terms: Terms | None, last: int, stop: bool = True) -> None:
         """Raise if a step since the last check was not finite (in any process), then, with

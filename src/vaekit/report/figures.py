@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from .. import explore, plots
+from ..checkpoint import METRICS, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _latent_figures(model, data, seed: int, gen, tsne: bool) -> tuple[list[Figur
                     "tells the classes apart without ever seeing a label.")
     elif continuous:
         reading += "A smooth colour gradient means the codes follow the label's order."
-    if len(model.levels) > 1:
+    if model.hierarchical:
         reading += (f" The model has {len(model.levels)} latent levels (sizes {model.levels} from "
                     f"the data up); these panels show the top one, z{len(model.levels)}, the "
                     "level the prior p(z) is placed on.")
@@ -121,7 +121,7 @@ def _latent_figures(model, data, seed: int, gen, tsne: bool) -> tuple[list[Figur
 def _image_figures(model, data, seed: int, gen) -> list[Figure]:
     """Manifold (two latent units), reconstructions, samples, interpolations, class samples."""
     lab, continuous, _ = _labels(model, data)
-    conditional = getattr(model, "conditional", False)
+    conditional = model.conditional
     figs: list[Figure] = []
     # manifold
     if model.latent_dim == 2 and not conditional:
@@ -253,13 +253,4 @@ def _class_rows(model, data, seed: int, per_row: int = 10, max_rows: int = 10,
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a torn last line from a killed process
-    return rows
+    return read_jsonl(run_dir / METRICS)
