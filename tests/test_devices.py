@@ -20,10 +20,11 @@ from torch.distributions import Categorical, MixtureSameFamily
 
 from conftest import assert_one_error, run_cli, tiny_config
 from vaekit import checkpoint as ckpt
-from vaekit import distributed, distributions, explore
+from vaekit import distributed, explore, priors
 from vaekit import train as train_mod
 from vaekit.devices import has_float64, resolve_device, wide_dtype
-from vaekit.distributions import DiagonalGaussianMixture, diagonal_normal
+from vaekit.distributions import diagonal_normal
+from vaekit.priors import DiagonalGaussianMixture
 from vaekit.errors import TrainingDiverged, VaekitError, WriteError
 from vaekit.evaluation import evaluate
 from vaekit.mixture import GaussianMixture
@@ -63,7 +64,7 @@ def test_mixture_log_prob_without_float64_matches_the_reference(monkeypatch):
     ref = MixtureSameFamily(Categorical(logits=logits.double()),
                             diagonal_normal(loc.double(), scale.double())).log_prob(z.double())
     wide = DiagonalGaussianMixture(logits, loc, scale).log_prob(z)
-    monkeypatch.setattr(distributions, "wide_dtype", lambda device: torch.float32)
+    monkeypatch.setattr(priors, "wide_dtype", lambda device: torch.float32)
     monkeypatch.setattr(DiagonalGaussianMixture, "DIRECT_ROWS", 64)  # several chunks
     narrow = DiagonalGaussianMixture(logits, loc, scale).log_prob(z)
     torch.testing.assert_close(wide.double(), ref, rtol=1e-5, atol=1e-3)
@@ -221,6 +222,7 @@ class _Recorder:
 
     latent_dim = 2
     x_shape = (3,)
+    conditional = False  # the model contract answers it (vaekit.model.VAE)
 
     def __init__(self, device):
         self.device = torch.device(device)

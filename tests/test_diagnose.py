@@ -110,7 +110,8 @@ def test_unit_kl_against_a_mixture_matches_quadrature_a_few_draws_at_a_time(monk
     case) by Monte Carlo, computed a few draws at a time so a (draws, B, K, L) block stays
     small, against numerical integration on a grid; the blocks do not change the draws."""
     import vaekit.diagnose as diag
-    from vaekit.distributions import DiagonalGaussianMixture, diagonal_normal
+    from vaekit.distributions import diagonal_normal
+    from vaekit.priors import DiagonalGaussianMixture
 
     g = torch.Generator().manual_seed(0)
     loc_k, scale_k = torch.randn(4, 2, generator=g) * 1.5, 0.3 + torch.rand(4, 2, generator=g)

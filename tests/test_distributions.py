@@ -7,18 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
-from vaekit.distributions import (
-    BernoulliLikelihood,
-    DiagonalNormalPrior,
-    GaussianLikelihood,
-    LearnedGaussianLikelihood,
-    MixturePrior,
-    StandardNormalPrior,
-    VampPrior,
-    analytic_kl,
-    diagonal_normal,
-    kl_term,
-)
+from vaekit.distributions import analytic_kl, diagonal_normal, kl_term
+from vaekit.likelihoods import BernoulliLikelihood, GaussianLikelihood, LearnedGaussianLikelihood
+from vaekit.priors import DiagonalNormalPrior, MixturePrior, StandardNormalPrior, VampPrior
 
 
 def test_closed_form_kl_matches_monte_carlo():
@@ -167,7 +158,7 @@ def test_fused_bernoulli_matches_torch_distributions_in_value_and_gradient():
     (g_ref,) = torch.autograd.grad((ref * weights).sum(), logits)
     torch.testing.assert_close(g_ours, g_ref)
     # gradients with respect to both arguments, by finite differences
-    from vaekit.distributions import _BernoulliLogLik
+    from vaekit.likelihoods import _BernoulliLogLik
     grey = torch.rand(5, 4, 4, dtype=torch.float64, requires_grad=True)
     wide = 3 * torch.randn(3, 5, 4, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda l, v: _BernoulliLogLik.apply(l, v, 2), (wide, grey))
@@ -176,7 +167,7 @@ def test_fused_bernoulli_matches_torch_distributions_in_value_and_gradient():
 def test_diagonal_gaussian_mixture_matches_torch_mixture_in_value_and_gradient():
     from torch.distributions import Categorical, MixtureSameFamily
 
-    from vaekit.distributions import DiagonalGaussianMixture
+    from vaekit.priors import DiagonalGaussianMixture
 
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)

@@ -12,7 +12,8 @@ import torch
 from scipy import stats
 from scipy.special import logsumexp
 
-from vaekit.distributions import GaussianLikelihood, StandardNormalPrior
+from vaekit.likelihoods import GaussianLikelihood
+from vaekit.priors import StandardNormalPrior
 from vaekit.model import VAE
 from vaekit.networks import MLPDecoder, MLPEncoder
 from vaekit.objectives import elbo, importance_sampled, iwae_bound, log_weights

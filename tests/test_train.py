@@ -498,3 +498,36 @@ def test_read_only_commands_import_nothing_of_training():
             "'vaekit.optim') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_users_callback_plugs_in_as_the_trainers_own_parts_do(tmp_path):
+    # a Callback subclass gets every hook the trainer's parts get, in order, and can end
+    # training after an epoch, as early stopping does; the run is then a normal run
+    from vaekit.callbacks import Callback
+
+    class Watch(Callback):
+        def __init__(self):
+            self.events = []
+
+        def on_fit_start(self, trainer, resume):
+            self.events.append(("start", resume))
+
+        def on_batch_end(self, trainer):
+            self.events.append("batch")
+
+        def on_epoch_end(self, trainer, row):
+            self.events.append(("epoch", row["epoch"]))
+            trainer.should_stop = row["epoch"] == 2
+
+        def on_fit_end(self, trainer):
+            self.events.append("end")
+
+    watch = Watch()
+    summary = train_and_evaluate(tiny_config(train={"epochs": 5}), tmp_path / "run",
+                                 callbacks=[watch])
+    steps = math.ceil(1797 * 0.8 / 64)
+    assert watch.events == [("start", False), *["batch"] * steps, ("epoch", 1),
+                            *["batch"] * steps, ("epoch", 2), "end"]
+    assert summary["epochs"] == 2 and summary["stopped_early"]
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2

@@ -15,10 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution
 
-from .distributions import MIN_SCALE, DiagonalNormal, Likelihood, Prior, gaussian_from
+from .distributions import MIN_SCALE, DiagonalNormal, gaussian_from
 from .errors import VaekitError
+from .likelihoods import Likelihood
 from .model import VAE, top_prior
 from .networks import Features, input_parts, mlp
+from .priors import Prior
 
 
 class ConditionalVAE(VAE):

@@ -46,9 +46,10 @@ import numpy as np
 import torch
 
 from .devices import model_device
-from .distributions import DiagonalGaussianMixture, DiagonalNormal
+from .distributions import DiagonalNormal
 from .explore import BATCH
 from .objectives import log_weights
+from .priors import DiagonalGaussianMixture
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .distributions import (BernoulliLikelihood, StandardNormalPrior, bernoulli_log_lik,
-                            bernoulli_log_lik_grad, positive_scale, positive_scale_backward,
-                            standard_normal_kl, standard_normal_kl_grad)
+from .distributions import (
+    positive_scale,
+    positive_scale_backward,
+    standard_normal_kl,
+    standard_normal_kl_grad,
+)
 from .errors import ConfigError
+from .likelihoods import BernoulliLikelihood, bernoulli_log_lik, bernoulli_log_lik_grad
 from .model import VAE
 from .networks import MLPDecoder, MLPEncoder
 from .objectives import Terms
+from .priors import StandardNormalPrior
 
 # activation module -> in place on a layer's output, and its backward from that output h
 # (relu: h > 0; tanh: 1 - h^2)
@@ -122,7 +127,7 @@ class FusedStep:
         z = torch.addcmul(mu, scale, eps)
         dec_in = self._forward(self.decoder, z)
         logits = dec_in.pop()
-        # ---- loss: the formulas of distributions.py, with their gradients below
+        # ---- loss: the formulas of likelihoods.py and distributions.py, with their gradients below
         reconstruction = bernoulli_log_lik(logits, x)
         kl = standard_normal_kl(mu, scale)
         loss_i = torch.sub(kl * beta, reconstruction)

@@ -21,10 +21,12 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from .distributions import MIN_SCALE, DiagonalNormal, Likelihood, Prior, gaussian_from
 from .config import latent_levels
+from .distributions import MIN_SCALE, DiagonalNormal, gaussian_from
+from .likelihoods import Likelihood
 from .model import VAE, top_prior
 from .networks import Features, input_parts, mlp
+from .priors import Prior
 
 
 class _LevelNet(nn.Module):

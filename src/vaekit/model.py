@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .distributions import (MIN_SCALE, DiagonalNormal, Likelihood, Prior, build_likelihood,
-                            build_prior, gaussian_from)
 from .config import latent_levels
+from .distributions import MIN_SCALE, DiagonalNormal, gaussian_from
+from .likelihoods import Likelihood, build_likelihood
+from .priors import Prior, build_prior
 from .registry import ARCHITECTURES, MODEL_KINDS
 
 

@@ -66,16 +66,16 @@ class Registry:
 
 
 PRIORS = Registry("prior", [
-    ("normal", "N(0, I)", "distributions:_normal"),
-    ("diag-normal", "N(0, diag(model.prior_scales^2))", "distributions:_diag_normal"),
-    ("mixture", "a learnable mixture of model.prior_components Gaussians", "distributions:_mixture"),
-    ("vamp", "VampPrior of model.prior_components pseudo-inputs", "distributions:_vamp"),
+    ("normal", "N(0, I)", "priors:_normal"),
+    ("diag-normal", "N(0, diag(model.prior_scales^2))", "priors:_diag_normal"),
+    ("mixture", "a learnable mixture of model.prior_components Gaussians", "priors:_mixture"),
+    ("vamp", "VampPrior of model.prior_components pseudo-inputs", "priors:_vamp"),
 ])
 LIKELIHOODS = Registry("likelihood", [
-    ("bernoulli", "binary or grey-level data in [0, 1]", "distributions:_bernoulli"),
-    ("gaussian", "N(f(z), sigma^2 I), sigma = model.sigma", "distributions:_gaussian"),
+    ("bernoulli", "binary or grey-level data in [0, 1]", "likelihoods:_bernoulli"),
+    ("gaussian", "N(f(z), sigma^2 I), sigma = model.sigma", "likelihoods:_gaussian"),
     ("gaussian-learned", "sigma from the decoder, floored at model.min_sigma",
-     "distributions:_gaussian_learned"),
+     "likelihoods:_gaussian_learned"),
 ])
 ARCHITECTURES = Registry("architecture", [
     ("mlp", "fully connected layers of model.hidden widths (model.gated units)",

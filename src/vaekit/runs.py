@@ -277,10 +277,8 @@ def _train(cfg, run_dir: Path, data, model, resume, callbacks, world) -> dict:
         from .tracking import tensorboard_callbacks
 
         tb, writer = tensorboard_callbacks(run_dir, model, cfg.train.seed)
-        merged = {event: list(fns) for event, fns in (callbacks or {}).items()}
-        for event, fns in tb.items():
-            merged.setdefault(event, []).extend(fns)
-        callbacks = merged
+        mine = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks or {}]
+        callbacks = [*mine, tb]
     trainer = None
     restarts = None
     try:

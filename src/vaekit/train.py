@@ -31,28 +31,24 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
-import signal
-import threading
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
-from .checkpoint import BEST, LATEST, METRICS, load_model_state
+from .callbacks import (Callback, Checkpoints, EarlyStopping, EpochLog, FunctionCallbacks,
+                        Interrupts, MetricsLog)
+from .checkpoint import LATEST
 from . import distributed
 from . import fused
-from .config import TrainConfig
 from .devices import resolve_device, to_device, wide_dtype  # noqa: F401 (resolve_device: public here too)
-from .errors import CheckpointError, TrainingDiverged, VaekitError
+from .errors import TrainingDiverged, VaekitError
 from .objectives import Terms, objective_for
 from .optim import (adam_step, autocast, beta_at, grad_check, make_ema, make_grad_scaler,
                     make_optimizer, make_scheduler, normalize_grads)
@@ -81,8 +77,6 @@ class TrainState:
     engine: str = ""  # "autograd" or "fused", as this run began ("": before engines existed)
 
 
-# what decides the learning rate of each epoch; a change on resume replays the schedule
-_SCHEDULE_KEYS = ("lr", "lr_schedule", "lr_gamma", "lr_decay_start", "epochs")
 
 
 def check_interval(device: torch.device) -> int:
@@ -111,7 +105,7 @@ class Trainer:
 
     def __init__(self, model, data, cfg, run_dir: str | Path | None,
                  objective: Callable[..., Terms] | None = None,
-                 callbacks: dict[str, list[Callable]] | None = None,
+                 callbacks: dict[str, list[Callable]] | list | None = None,
                  valid_seed: int | None = None):
         self.model = model
         self.data = data
@@ -122,13 +116,17 @@ class Trainer:
         self.samples = max(1, cfg.train.importance_samples)
         # the validation eps; restarts of one run share it, so their numbers compare fairly
         self.valid_seed = cfg.train.seed + 3 if valid_seed is None else valid_seed
-        # minGPT-style hooks: "on_batch_end"(trainer) and "on_epoch_end"(trainer, row)
-        self.callbacks: dict[str, list[Callable]] = {"on_batch_end": [], "on_epoch_end": []}
-        for event, fns in (callbacks or {}).items():
-            if event not in self.callbacks:
-                raise ValueError(f"unknown callback event {event!r}; use {sorted(self.callbacks)}")
-            self.callbacks[event].extend(fns)
-        self._stop_requested = False
+        # the parts: the trainer's own, then the user's (Callback objects, or minGPT-style
+        # functions {"on_batch_end": [fn(trainer)], "on_epoch_end": [fn(trainer, row)]}),
+        # early stopping last (see vaekit.callbacks)
+        self.checkpoints = Checkpoints(self.run_dir)
+        user = callbacks if isinstance(callbacks, (list, tuple)) else [callbacks or {}]
+        self.parts: list[Callback] = [
+            MetricsLog(self.run_dir), self.checkpoints, EpochLog(), Interrupts(),
+            *(c if isinstance(c, Callback) else FunctionCallbacks(c) for c in user),
+            EarlyStopping(cfg.train.patience)]
+        self.stop_requested = False  # Ctrl-C, or request_stop(): stop at the next batch
+        self.should_stop = False  # a part ends training after this epoch (early stopping)
         device = resolve_device(cfg.train.device)
         if cfg.train.precision == "fp16" and device.type == "cpu":
             raise VaekitError("fp16 autocast needs a GPU; use --set train.precision=\"bf16\" on a CPU")
@@ -152,8 +150,7 @@ class Trainer:
         self.noise = torch.Generator().manual_seed(cfg.train.seed + 2)  # eps of each global batch
         self.state = TrainState()
         self.fused: fused.FusedStep | None = None
-        self._choose_engine(None)
-        self.best_weights: dict[str, torch.Tensor] | None = None  # in memory, without a run_dir
+        self.choose_engine(None)
         # steps between NaN/stop checks: each check waits for the device, free on a CPU
         self.check_every = check_interval(self.device)
         self._train_on_device: torch.Tensor | None = None
@@ -162,7 +159,7 @@ class Trainer:
         self.labels = (to_device(data.train_labels, self.device) if self.conditional else None)
         self.history: list[dict] = []
 
-    def _choose_engine(self, begun_with: str | None) -> None:
+    def choose_engine(self, begun_with: str | None) -> None:
         """Fused step or autograd, from train.engine; with "auto", a resumed run keeps the
         engine it began with (``begun_with``), whose rounding its first epochs followed."""
         wanted = self.cfg.train.engine
@@ -199,132 +196,30 @@ class Trainer:
     def writes(self) -> bool:
         return self.run_dir is not None and self.world.main
 
-    # ----------------------------------------------------------------- checkpoints
-
-    def _checkpoint_bytes(self) -> bytes:
-        tensors: dict[str, torch.Tensor] = {}
-        for k, v in self.model.state_dict().items():
-            tensors[f"model.{k}"] = v.detach().cpu().contiguous()
-        if self.ema is not None:
-            for k, v in self.ema.state_dict().items():
-                tensors[f"ema.{k}"] = v.detach().cpu().contiguous()
-        optim = ckpt.split_state(self.optimizer.state_dict(), "optim", tensors)
-        sched = ckpt.split_state(self.scheduler.state_dict(), "sched", tensors) if self.scheduler else None
-        tensors.update(ckpt.rng_state())
-        tensors["rng.data_epoch"] = self.epoch_generator_state
-        tensors["rng.data"] = self.generator.get_state()
-        tensors["rng.noise"] = self.noise.get_state()
-        meta = {
-            "kind": "training",
-            "state": asdict(self.state),
-            "optimizer": optim,
-            "scheduler": sched,
-            "config": self.cfg.to_dict(),
-            # fp16: the loss scale and its growth counter, so a resumed run scales as the
-            # uninterrupted one would
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "versions": versions(),
-            "world_size": self.world.size,
-        }
-        return ckpt.to_bytes(tensors, meta)
-
-    def save(self, best: bool = False) -> None:
-        if self.run_dir is None:
-            if best:
-                self.best_weights = {k: v.detach().clone()
-                                     for k, v in self.kept_model.state_dict().items()}
-            return
-        if not self.world.main:
-            return
-        blob = self._checkpoint_bytes()
-        ckpt.atomic_write_bytes(self.run_dir / LATEST, blob)
-        if best:
-            ckpt.atomic_write_bytes(self.run_dir / BEST, blob)
+    @property
+    def best_weights(self) -> dict[str, torch.Tensor] | None:
+        """The kept model's best weights, in memory, for a trainer without a run directory."""
+        return self.checkpoints.best_weights
 
     def restore(self, path: str | Path | None = None) -> None:
-        path = path or self.run_dir / LATEST
-        tensors, meta = ckpt.load(path)
-        if meta.get("kind") != "training":
-            raise CheckpointError(f"{path} holds no training state")
-        model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        load_model_state(self.model, model_state, self.run_dir)
-        ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-        if self.ema is not None and ema_state:  # else an average begun now, at the next step
-            load_model_state(self.ema, ema_state, self.run_dir)
-        saved_train = meta.get("config", {}).get("train", {})
-        defaults = TrainConfig()
-        changed = [k for k in _SCHEDULE_KEYS
-                   if saved_train.get(k, getattr(defaults, k)) != getattr(self.cfg.train, k)]
-        if saved_train.get("lr_schedule", "none") == self.cfg.train.lr_schedule == "none":
-            changed = [k for k in changed if k == "lr"]  # a constant rate: nothing else counts
-        decay_was = saved_train.get("weight_decay", 0.0)
-        if (decay_was > 0) != (self.cfg.train.weight_decay > 0):
-            raise CheckpointError(
-                f"this run trained with train.weight_decay = {decay_was}; it can change on "
-                f"resume but not be switched on or off (the optimiser's state differs)")
-        try:
-            self.optimizer.load_state_dict(ckpt.join_state(meta["optimizer"], tensors))
-            for group in self.optimizer.param_groups:  # a decay changed on resume applies
-                if group["weight_decay"]:
-                    group["weight_decay"] = self.cfg.train.weight_decay
-            if self.scheduler and meta.get("scheduler") is not None and not changed:
-                self.scheduler.load_state_dict(ckpt.join_state(meta["scheduler"], tensors))
-        except (KeyError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"the optimiser state in the checkpoint does not fit this "
-                                  f"model ({e}); resume with the run's own config") from None
-        if self.scaler is not None and meta.get("scaler"):
-            self.scaler.load_state_dict(meta["scaler"])
-        self.state = TrainState(**meta["state"])
-        self._choose_engine(self.state.engine)
-        if changed:  # e.g. --lr or a schedule given on resume
-            self._replay_schedule(changed, self.state.epoch)
-        ckpt.set_rng_state(tensors)
-        self.epoch_generator_state = tensors["rng.data_epoch"]
-        self.generator.set_state(tensors["rng.data"])
-        if "rng.noise" in tensors:
-            self.noise.set_state(tensors["rng.noise"])
-
-    def _replay_schedule(self, changed: list[str], epochs_done: int) -> None:
-        """Set the learning rate a run configured like this from the start would have after
-        ``epochs_done`` epochs: a schedule changed on resume continues from there."""
-        log.info("learning-rate settings changed on resume (%s): the rate is the one this "
-                 "config gives after %d epochs", ", ".join(changed), epochs_done)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = self.cfg.train.lr
-        self.scheduler = make_scheduler(self.optimizer, self.cfg)
-        if self.scheduler:
-            with warnings.catch_warnings():  # "step() before optimizer.step()": intended here
-                warnings.simplefilter("ignore", UserWarning)
-                for _ in range(epochs_done):
-                    self.scheduler.step()
+        """The training state of a checkpoint (default: the run's latest), as a resume."""
+        self.checkpoints.restore(self, path)
 
     # ------------------------------------------------------------------------ loop
-
-    def _trim_metrics(self) -> None:
-        """On resume, drop metric lines of epochs the checkpoint does not include."""
-        rows = ckpt.read_jsonl(self.run_dir / METRICS)
-        ckpt.write_jsonl(self.run_dir / METRICS,
-                         [r for r in rows if r.get("epoch", math.inf) <= self.state.epoch])
-
-    def _append_metrics(self, row: dict) -> None:
-        self.history.append(row)
-        if not self.writes:
-            return
-        ckpt.write_jsonl(self.run_dir / METRICS, ckpt.read_jsonl(self.run_dir / METRICS) + [row])
 
     def _check(self, guard: "_Guard", terms: Terms | None, last: int, stop: bool = True) -> None:
         """Raise if a step since the last check was not finite (in any process), then, with
         ``stop``, if any process was asked to stop (Ctrl-C): one host sync, one all-reduce.
         ``last`` is the batch of the last step taken."""
-        agreed_stop, bad = guard.agree(self._stop_requested, self.world)
+        agreed_stop, bad = guard.agree(self.stop_requested, self.world)
         if bad is not None:
             batch, here = bad
             batch = batch if here else last
             what = (self._culprit(terms, terms.loss.sum()) if here and terms is not None
                     else "the loss or a gradient is not finite in another process")
             raise TrainingDiverged(self._diverged(what, batch))
-        self._stop_requested = self._stop_requested or agreed_stop
-        if stop and self._stop_requested:
+        self.stop_requested = self.stop_requested or agreed_stop
+        if stop and self.stop_requested:
             raise _StopAtBoundary
 
     def _epoch_on_device(self, x_epoch: torch.Tensor) -> torch.Tensor:
@@ -390,44 +285,25 @@ class Trainer:
 
     def request_stop(self) -> None:
         """Stop at the next batch boundary and save the exact position (what Ctrl-C does)."""
-        self._stop_requested = True
+        self.stop_requested = True
 
     def fit(self, resume: bool = False) -> dict:
-        with self._deferred_interrupts():
-            return self._fit(resume)
-
-    @contextlib.contextmanager
-    def _deferred_interrupts(self):
-        """Ctrl-C or SIGTERM asks the loop to stop at the next batch boundary, so the saved
-        state is always a consistent one; a second Ctrl-C stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def request(signum, frame):
-            if self._stop_requested:
-                raise KeyboardInterrupt
-            self.request_stop()
-            if self.world.main:
-                log.warning("interrupt: saving at the end of this batch (press Ctrl-C again to stop now)")
-
-        old = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-
-    def _fit(self, resume: bool) -> dict:
-        """The epochs: each trains its batches (:meth:`_train_epoch`, one :meth:`_step` per
-        batch) and then does the bookkeeping (:meth:`_end_epoch`)."""
-        t = self.cfg.train
+        """Train to ``train.epochs`` (or until a part stops it), from the run's latest
+        checkpoint with ``resume``. The epochs: each trains its batches (:meth:`_train_epoch`,
+        one :meth:`_step` per batch), then :meth:`_end_epoch` validates and hands the
+        epoch's row to the parts."""
         if resume:
-            if self.world.main:
-                _remove_stale_temporaries(self.run_dir)
             self.restore()
-            if self.writes:
-                self._trim_metrics()
+        try:
+            for part in self.parts:
+                part.on_fit_start(self, resume)
+            return self._fit()
+        finally:
+            for part in self.parts:
+                part.on_fit_end(self)
+
+    def _fit(self) -> dict:
+        t = self.cfg.train
         self.state.engine = self.engine
         if self.world.main:
             log.info("training step: %s", self._engine_note)
@@ -484,8 +360,8 @@ class Trainer:
                 if (b - first) % self.check_every == 0 or self.world.distributed:
                     self._check(guard, terms if b > first else None, b - 1)
                 terms = self._step(b, x_epoch, order, guard, sums)
-                for fn in self.callbacks["on_batch_end"]:
-                    fn(self)
+                for part in self.parts:
+                    part.on_batch_end(self)
                 if bar is not None:
                     bar.update(1)
                     if time.perf_counter() - shown > 0.5:  # the numbers twice a second
@@ -499,7 +375,7 @@ class Trainer:
             if bar is not None:
                 bar.close()
                 bar = None
-            self.save()  # exact mid-epoch position: resume continues bit for bit
+            self.checkpoints.save(self)  # exact mid-epoch position: resume continues bit for bit
             return None
         finally:
             if bar is not None:
@@ -558,9 +434,9 @@ class Trainer:
         return terms
 
     def _end_epoch(self, epoch: int, elapsed: float, seen_at_start: int) -> bool:
-        """Validation, the metrics row, the schedule, the best epoch, checkpoints, callbacks;
-        True when early stopping ends training."""
-        t = self.cfg.train
+        """Validation, the metrics row, the schedule and the best epoch, then the parts (the
+        metrics line, checkpoints, the log, the user's callbacks, early stopping); True when
+        a part ends training."""
         self.state.seconds += elapsed
         valid = self.validate()
         if valid is not None and not math.isfinite(valid["objective"]):
@@ -594,20 +470,10 @@ class Trainer:
             self.state.bad_epochs += 1
         self.state.epoch, self.state.batch, self.state.sums = epoch + 1, 0, {}
         self.epoch_generator_state = self.generator.get_state()
-        self._append_metrics(row)
-        self.save(best=improved)
-        if self.world.main:
-            log.info("epoch %d/%d  train elbo %.3f  valid elbo %s  kl %.3f  %.0f img/s%s",
-                     epoch + 1, t.epochs, row["train_elbo"],
-                     f"{valid['elbo']:.3f}" if valid else "-", row["train_kl"],
-                     row["images_per_second"], "  *best" if improved else "")
-        for fn in self.callbacks["on_epoch_end"]:
-            fn(self, row)
-        if t.patience and valid is not None and self.state.bad_epochs >= t.patience:
-            if self.world.main:
-                log.info("early stopping: no better validation objective for %d epochs", t.patience)
-            return True
-        return False
+        self.history.append(row)
+        for part in self.parts:  # the metrics line, the checkpoints, the log, the user's, ...
+            part.on_epoch_end(self, row)
+        return self.should_stop
 
 
 class _DeviceSums:
@@ -689,12 +555,6 @@ def _shard(n: int, world) -> tuple[int, int]:
     return lo, lo + per + (1 if world.rank < extra else 0)
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary files of writes that a killed process never renamed (never the real files)."""
-    for folder in (run_dir, run_dir / "checkpoints", run_dir / "figures"):
-        ckpt.remove_stale_temporaries(folder)
-
-
 def _progress(total: int, initial: int, epoch: int, t):
     if not t.progress:
         return None
@@ -702,9 +562,3 @@ def _progress(total: int, initial: int, epoch: int, t):
 
     return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch",
                 leave=False, disable=None, dynamic_ncols=True)
-
-
-def versions() -> dict[str, str]:
-    from . import __version__
-
-    return {"vaekit": __version__, "torch": torch.__version__}
