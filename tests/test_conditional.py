@@ -81,6 +81,9 @@ def test_sample_a_class_through_the_command(tmp_path):
     latent = json.loads((run / "latent.json").read_text())
     assert set(latent["label_samples"]) == set(latent["class_samples"])
     assert "label_samples.png" in {p.name for p in (run / "figures").iterdir()}
+    # the report reads a conditional model's codes as style, never as class regions
+    html = (run / "report.html").read_text()
+    assert "they are not class regions" in html and "Where colours gather" not in html
     res = run_cli("sample", str(run), "--label", "7", "-n", "30", "--out", str(tmp_path / "s.npy"))
     assert res.returncode == 0, res.stderr
     x = np.load(tmp_path / "s.npy").reshape(30, -1)

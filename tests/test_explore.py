@@ -253,3 +253,39 @@ def test_knn_rank_correlation_sees_a_curved_order_the_straight_one_misses():
     assert rc["knn"] > 0.99 and rc["best_direction"] < 0.6
     shuffled = manifold_rank_correlation(spiral[1000:], rng.permutation(t[1000:]), spiral[:1000], t[:1000])
     assert abs(shuffled["knn"]) < 0.1
+
+
+def test_the_reports_ood_reading_recommends_the_corrected_score_only_where_it_does_better():
+    from vaekit.report.page import _ood_reading
+
+    better = _ood_reading({"auroc_log_px": 0.421, "auroc_ood_score": 0.966})
+    worse = _ood_reading({"auroc_log_px": 0.994, "auroc_ood_score": 0.579})
+    assert "Here it does: AUROC 0.966 by S(x) against 0.421" in better
+    assert "Here it does not: AUROC 0.579 by S(x) against 0.994" in worse
+    assert "the raw likelihood is the better score" in worse and "better score" not in better
+
+
+def test_messages_and_axes_take_their_nouns_from_the_data(tmp_path, caplog):
+    # a table's evaluation speaks of rows, an image run's of images; the latent picture's
+    # axes name the principal axes of the codes when there are more than two dimensions
+    import logging
+
+    rng = np.random.default_rng(0)
+    table = tmp_path / "t.csv"
+    np.savetxt(table, rng.normal(size=(120, 4)), delimiter=",", header="a,b,c,d", comments="")
+    cfg = vaekit.config.resolve(overrides=[{"data": {"name": str(table)}},
+                                           {"model": {"latent_dim": 3, "hidden": [8]}},
+                                           {"train": {"epochs": 1, "progress": True, "threads": 1}},
+                                           {"eval": {"importance_samples": 2}}])
+    with caplog.at_level(logging.INFO, logger="vaekit"):
+        train_and_evaluate(cfg, tmp_path / "run")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluating:")]
+    assert said and all(" rows " in m and "images" not in m for m in said)
+    from vaekit.data import dataset_for_spec
+    from vaekit.report.figures import _latent_figures
+
+    model = vaekit.load_run(tmp_path / "run")
+    figs, _ = _latent_figures(model, dataset_for_spec(model.data_spec), 0,
+                              np.random.default_rng(0), False)
+    assert model.data_spec.nouns == ("row", "rows")
+    assert "first two principal axes" in figs[0].reading

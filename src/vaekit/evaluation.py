@@ -232,11 +232,14 @@ def evaluate(model, x: torch.Tensor, importance_samples: int = 1000, *, chunk_mi
     first = keeper.load(parts, gen)
     bar = None
     if progress:
-        log.info("evaluating: log p(x) with K = %d importance samples on %d images "
-                 "(%d per batch, %d samples per chunk)", importance_samples, len(x), batch, chunk)
+        spec = getattr(model, "data_spec", None)
+        nouns = spec.nouns if spec is not None else ("example", "examples")
+        log.info("evaluating: log p(x) with K = %d importance samples on %d %s "
+                 "(%d per batch, %d samples per chunk)", importance_samples, len(x), nouns[1],
+                 batch, chunk)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(x), initial=first, desc="evaluate", unit="image", leave=False,
+        bar = tqdm(total=len(x), initial=first, desc="evaluate", unit=nouns[0], leave=False,
                    disable=None, dynamic_ncols=True)
     for i, xb, m, est in importance_batches(model, x, importance_samples, batch, chunk, gen,
                                             labels=labels, device=device, start=first):

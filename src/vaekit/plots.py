@@ -131,7 +131,8 @@ def _scatter(ax, points: np.ndarray, labels, class_names, title: str, continuous
 
 
 def latent_prior_posterior(prior_z, prior_labels, codes, labels, class_names=None,
-                           axis_note: str = "", continuous: bool = False):
+                           axis_labels: tuple[str, str] = ("z[1]", "z[2]"),
+                           principal: bool = False, continuous: bool = False):
     """Left: draws from p(z) coloured by random labels; right: posterior means of test data
     coloured by their true labels."""
     fig, axes = subplots(1, 2, figsize=(12, 5.5))
@@ -140,14 +141,14 @@ def latent_prior_posterior(prior_z, prior_labels, codes, labels, class_names=Non
     _scatter(axes[1], codes, labels, class_names, "posterior means E_q[z|x] of test data, true labels",
              continuous)
     for ax in axes:
-        ax.set_xlabel("z1" + axis_note)
-        ax.set_ylabel("z2" + axis_note)
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
     lim = np.percentile(np.abs(np.concatenate([prior_z, codes])), 99.5) * 1.1
     for ax in axes:
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
-    if axis_note:
+    if principal:
         fig.suptitle("latent dimension > 2: shown on the first two principal axes of the test codes")
     return fig
 

@@ -54,6 +54,12 @@ class DataSpec:
     refit: bool = False  # the validation split joined the training split (data.refit)
 
     @property
+    def nouns(self) -> tuple[str, str]:
+        """What one example of these data is called, singular and plural, in every message
+        about them: images for image data, rows for a table or any other vector data."""
+        return ("image", "images") if self.image else ("row", "rows")
+
+    @property
     def log_abs_det_jacobian(self) -> float:
         """log |dx'/dx| summed over one example's dimensions (0 when unscaled)."""
         if self.scale is None:

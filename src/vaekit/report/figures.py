@@ -82,13 +82,22 @@ def _latent_figures(model, data, seed: int, gen, tsne: bool) -> tuple[list[Figur
     shown, basis = _two_axes(test_codes)
     prior_shown = _project(prior_z, basis)
     prior_labels = gen.permutation(lab)[:len(prior_z)] if lab is not None else None
-    note = " (first two principal axes)" if basis is not None else ""
+    z = f"z{len(model.levels)}" if model.hierarchical else "z"  # the level shown
+    axes = ((f"principal axis 1 of the {z} codes", f"principal axis 2 of the {z} codes")
+            if basis is not None else (f"{z}[1]", f"{z}[2]"))
     png = plots.png_bytes(plots.latent_prior_posterior(prior_shown, prior_labels, shown, lab, names,
-                                                       axis_note=note, continuous=continuous))
+                                                       axis_labels=axes, principal=basis is not None,
+                                                       continuous=continuous))
     reading = ("Left, points drawn from the prior p(z) with labels assigned at random: before "
                "training means anything, the latent plane carries no class structure. Right, the "
                "posterior means of the test data coloured by their true labels. ")
-    if lab is not None and not continuous:
+    if lab is not None and not continuous and model.conditional:
+        reading += ("This model is conditional: its encoder and decoder are given the class y, "
+                    "so its codes need not carry the class and mostly carry style (what varies "
+                    "within a class). Colours mixed across the plane are what it should show; "
+                    "they are not class regions, and new examples of a class come from "
+                    "p(x|z, y) with `vaekit sample RUN --label LABEL`.")
+    elif lab is not None and not continuous:
         reading += ("Where colours gather into separate regions, the encoder has learned what "
                     "tells the classes apart without ever seeing a label.")
     elif continuous:
@@ -153,7 +162,7 @@ def _image_figures(model, data, seed: int, gen) -> list[Figure]:
         plots.png_bytes(plots.samples(_images(model, means), _images(model, draws))),
         "New images: z drawn from the prior p(z), decoded. Left the means of p(x|z) (what "
         "papers usually show), right one draw from p(x|z) for the same z (what the model "
-        "actually generates, pixel noise included). Blurry or mixed digits come from "
+        "actually generates, pixel noise included). Blurry or mixed images come from "
         "regions of the prior that no training image's code covers."))
     # interpolations
     pairs = _interpolation_pairs(lab, continuous, len(data.test), 6, gen)
