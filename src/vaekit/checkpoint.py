@@ -223,8 +223,9 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     recorded = meta.pop("tensors_sha256", None)  # absent from checkpoints of earlier versions
     if recorded is not None and recorded != tensors_digest(tensors):
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its tensors do not match the "
-                              "checksum recorded when it was written; restore it from a copy, "
-                              "resume from the other checkpoint of the run, or retrain")
+                              "checksum recorded when it was written; restore it from a copy or "
+                              "retrain (the run's other checkpoint, if intact, can be branched: "
+                              "vaekit train --resume RUN --from latest|best --out NEW)")
     return tensors, meta
 
 

@@ -7,7 +7,8 @@ Layout of a run directory::
     metrics.jsonl                 one line per epoch (train and validation numbers)
     checkpoints/latest.safetensors  full training state after the last epoch (or Ctrl-C)
     checkpoints/best.safetensors    full training state at the best validation epoch
-    evaluation.json               the last ``evaluate`` result on the test set
+    evaluation.json               the run's own test result (its [eval] settings; see rundir)
+    evaluations/                  every other evaluation, one file per split, K and seed
     summary.json                  what ``train`` did: epochs, time, best epoch
     report.html, figures/, latent.json   the report (``vaekit report``; written by ``train``)
 
