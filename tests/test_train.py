@@ -531,3 +531,29 @@ def test_a_users_callback_plugs_in_as_the_trainers_own_parts_do(tmp_path):
     assert summary["epochs"] == 2 and summary["stopped_early"]
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 2
+
+
+def test_a_branch_changes_the_batch_size_only_from_an_epochs_end(tmp_path):
+    # a checkpoint saved inside an epoch (Ctrl-C) holds its position in batches of the old
+    # size: a branch with another batch size from there is refused; from the best epoch's
+    # end it is a new run that records the change
+    from vaekit.callbacks import Callback
+    from vaekit.errors import ConfigError
+    from vaekit.rundir import read_config
+    from vaekit.runs import fork_run
+
+    class StopInEpochTwo(Callback):
+        def on_batch_end(self, trainer):
+            if trainer.state.epoch == 1 and trainer.state.batch == 3:
+                trainer.request_stop()
+
+    summary = train_and_evaluate(tiny_config(train={"epochs": 3}), tmp_path / "run",
+                                 callbacks=[StopInEpochTwo()])
+    assert summary["interrupted"]
+    bigger = tiny_config(train={"epochs": 3, "batch_size": 128})
+    with pytest.raises(ConfigError, match="inside epoch 2 .*batch 3.*--from best"):
+        fork_run(tmp_path / "run", tmp_path / "a", "latest", bigger)
+    assert not (tmp_path / "a").exists()
+    dest, cfg = fork_run(tmp_path / "run", tmp_path / "b", "best", bigger)
+    assert read_config(dest).origin.changed == ["train.batch_size: 64 -> 128"] == cfg.origin.changed
+    assert train_and_evaluate(cfg, dest, resume=True)["epochs"] == 3

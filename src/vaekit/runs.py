@@ -174,6 +174,12 @@ def fork_run(source: str | Path, dest: str | Path, start: str = "latest",
     saved = read_config(source)
     cfg = cfg or saved
     changed = config_mod.resume_changes(saved, cfg, branch=True)
+    at = meta["state"]
+    if cfg.train.batch_size != saved.train.batch_size and at.get("batch", 0):
+        raise ConfigError(f"{path.name} stopped inside epoch {at['epoch'] + 1} (after batch "
+                          f"{at['batch']} of {saved.train.batch_size} examples); a branch can "
+                          "change train.batch_size only from the end of an epoch: branch --from "
+                          "best, or resume the run to its epoch's end first")
     cfg = dataclasses.replace(cfg, origin=config_mod.OriginConfig(
         run=str(source), checkpoint=start, epoch=meta["state"]["epoch"], changed=changed))
     dest = check_new_run_dir(dest)
