@@ -141,3 +141,20 @@ def test_a_registry_passes_each_builder_only_what_it_declares():
         reg.build("misspelt", 3, components=2, scales=None)
     with pytest.raises(TypeError, match=r"\*\*kwargs"):
         reg.build("swallows", 3, components=2)
+
+
+def test_the_readme_lists_what_a_resume_may_change():
+    # the README's "What a resume may change" paragraph names every key of the two lists
+    import re
+
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    para = text[text.index("**What a resume may change.**"):text.index("[origin]\nrun =")]
+    named = set(re.findall(r"`([a-z_.]+)`", para))
+    for key in config_mod.BRANCH_SAFE_KEYS:
+        section, name = key.split(".")
+        if name == "*":
+            assert f"`[{section}]`" in para, key
+        else:
+            assert key in named or name in named, key
