@@ -299,7 +299,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluation import format_table
-    from .rundir import evaluate_run, evaluation_name, evaluation_progress, read_config
+    from .rundir import eval_settings, evaluate_run, evaluation_name, evaluation_progress, read_config
 
     if args.importance_samples is not None and args.importance_samples < 1:
         raise ValueError(f"--importance-samples must be at least 1, got {args.importance_samples}")
@@ -308,10 +308,9 @@ def cmd_evaluate(args) -> int:
                               split=args.split, chunk_mib=args.chunk_mib, seed=args.seed,
                               device=args.device, update=args.update, progress=True)
     except KeyboardInterrupt:
-        ev = read_config(args.run_dir).eval
-        pick = lambda given, default: default if given is None else given  # noqa: E731
-        name = evaluation_name(args.split, pick(args.importance_samples, ev.importance_samples),
-                               pick(args.seed, ev.seed), pick(args.chunk_mib, ev.chunk_mib))
+        name = evaluation_name(args.split, *eval_settings(read_config(args.run_dir),
+                                                          args.importance_samples, args.seed,
+                                                          args.chunk_mib))
         kept = evaluation_progress(args.run_dir, args.split, name)
         print("interrupted" + (f"; the evaluation's progress is kept in {kept}: run the same "
                                "command again to continue" if kept.exists() else ""), file=sys.stderr)

@@ -44,6 +44,14 @@ def evaluation_name(split: str, importance_samples: int, seed: int, chunk_mib: i
             + (f"-chunk{chunk_mib}" if chunk_mib else ""))
 
 
+def eval_settings(cfg: Config, importance_samples: int | None = None, seed: int | None = None,
+                  chunk_mib: int | None = None) -> tuple[int, int, int]:
+    """(K, seed, chunk size) of an evaluation: each one given, else the run's ``[eval]``."""
+    ev = cfg.eval
+    return (ev.importance_samples if importance_samples is None else importance_samples,
+            ev.seed if seed is None else seed, ev.chunk_mib if chunk_mib is None else chunk_mib)
+
+
 def evaluation_files(run_dir: str | Path, name: str | None = None) -> tuple[Path, Path]:
     """(the JSON result, the per-example log p(x)) of the run's own evaluation (``name``
     None) or of the evaluation called ``name`` (:func:`evaluation_name`)."""
@@ -137,9 +145,7 @@ def evaluate_run(run_dir: str | Path, importance_samples: int | None = None, *,
     device = resolve_device(device)
     model = load_run(run_dir, device=device)
     cfg = read_config(run_dir)
-    k = cfg.eval.importance_samples if importance_samples is None else importance_samples
-    seed = cfg.eval.seed if seed is None else seed
-    chunk_mib = cfg.eval.chunk_mib if chunk_mib is None else chunk_mib
+    k, seed, chunk_mib = eval_settings(cfg, importance_samples, seed, chunk_mib)
     name = evaluation_name(split, k, seed, chunk_mib)
     data = dataset_for_spec(model.data_spec, data_dir)
     x, y = data.split(split)
@@ -182,10 +188,8 @@ def read_evaluation(run_dir: str | Path, split: str = "test", importance_samples
     ``[eval]``): the run's own result where it was made with them, else the named one in
     ``evaluations/``; None when there is none."""
     cfg = read_config(run_dir)
-    k = cfg.eval.importance_samples if importance_samples is None else importance_samples
-    seed = cfg.eval.seed if seed is None else seed
-    chunk_mib = cfg.eval.chunk_mib if chunk_mib is None else chunk_mib
-    own = (k, seed, chunk_mib) == (cfg.eval.importance_samples, cfg.eval.seed, cfg.eval.chunk_mib)
+    k, seed, chunk_mib = eval_settings(cfg, importance_samples, seed, chunk_mib)
+    own = (k, seed, chunk_mib) == eval_settings(cfg)
     for name in ([None] if own and split == "test" else []) + [evaluation_name(split, k, seed, chunk_mib)]:
         path = evaluation_files(run_dir, name)[0]
         try:
